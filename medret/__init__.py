@@ -1,0 +1,1 @@
+"""The ``medret`` command line: one entry point over training, indexing and serving."""

@@ -1,0 +1,5 @@
+import sys
+
+from medret.cli import main
+
+sys.exit(main())

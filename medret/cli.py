@@ -1,0 +1,157 @@
+"""``medret``: the command-line entry point (``medret --help``).
+
+Each subcommand parses its own arguments and imports the package that does the work only
+when it runs, so ``medret --help`` is instant. Bad input ends with a one-line reason on
+stderr and exit status 2; a subcommand that is not built yet says so and exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_BUILT = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+PLANNED = {
+    "train": (
+        "Train the multi-scale ViT with the phased dynamic multi-loss.",
+        "Reads a dataset (manifest CSV, ISIC-2018, ChestX-ray14, MedMNIST .npz, class "
+        "folders, DICOM folders), trains in three phases of cross-entropy, contrastive "
+        "and triplet losses, and writes checkpoints.",
+        "issue #3 (training and evaluation)",
+    ),
+    "evaluate": (
+        "Evaluate a checkpoint: classification and retrieval metrics, reports and plots.",
+        "Per-class and macro precision/recall/F1, ROC AUC, confusion matrix; retrieval "
+        "P@K, R@K and mAP with the evaluated split querying an index of the training split.",
+        "issue #3 (training and evaluation)",
+    ),
+    "index": (
+        "Embed an archive of images into a FAISS index with case metadata in SQL.",
+        "Builds, extends (--add) or prunes (--remove) versioned indexes of historical cases.",
+        "issue #4 (indexer)",
+    ),
+    "serve": (
+        "Serve the query API and the viewer page.",
+        "Starts the FastAPI service: POST /query, GET /cases/{id}, admin reindex, metrics.",
+        "issue #5 (service)",
+    ),
+    "demo": (
+        "Build a demo collection and serve it.",
+        "Generates a small labelled image set, trains the CPU recipe, indexes it and "
+        "serves it, printing the viewer's URL.",
+        "issue #6 (first run and deployment)",
+    ),
+}
+
+
+class CliError(Exception):
+    """Bad input to a command: reported as one line, exit status 2."""
+
+
+def not_built(name: str, tracked_in: str) -> Handler:
+    def handler(_: argparse.Namespace) -> int:
+        print(
+            f"medret {name}: not built yet (tracked in {tracked_in}); nothing was done.",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_BUILT
+
+    return handler
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Decode each file as the service would and print what it found, one JSON line each."""
+    from model.decoding import DecodeLimits, ImageDecodeError, decode_file
+    from model.preprocessing import PreprocessConfig, preprocess
+
+    limits = DecodeLimits(max_bytes=args.max_mb * 2**20, max_pixels=args.max_pixels)
+    cfg = PreprocessConfig(image_size=(args.size, args.size))
+    failures = 0
+    for path in args.files:
+        try:
+            decoded = decode_file(path, limits)
+        except (ImageDecodeError, OSError) as exc:
+            failures += 1
+            print(f"{path}: {exc}", file=sys.stderr)
+            continue
+        tensor = preprocess(decoded.pixels, cfg)
+        print(
+            json.dumps(
+                {
+                    "file": str(path),
+                    "format": decoded.source_format,
+                    "shape": list(decoded.pixels.shape),
+                    "model_input": list(tensor.shape),
+                    "metadata": dict(decoded.metadata),
+                }
+            )
+        )
+    return EXIT_BAD_INPUT if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medret",
+        description=(
+            "Content-based medical image retrieval: train the multi-scale ViT, index an "
+            "archive of cases, and serve similar-case queries."
+        ),
+        epilog="Run 'medret <command> --help' for a command's options.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    for name, (summary, detail, tracked_in) in PLANNED.items():
+        p = sub.add_parser(
+            name, help=summary, description=f"{summary} {detail} Not built yet: {tracked_in}."
+        )
+        p.set_defaults(handler=not_built(name, tracked_in))
+
+    p = sub.add_parser(
+        "inspect",
+        help="Decode image or DICOM files and show what the model would receive.",
+        description=(
+            "Decode each file exactly as training, indexing and the service do (format "
+            "recognised by content; DICOM windowed and converted), and print its format, "
+            "pixel shape, model-input shape and non-identifying metadata as JSON lines. "
+            "Exits 2 if any file cannot be decoded."
+        ),
+    )
+    p.add_argument("files", nargs="+", type=Path, help="image or DICOM files")
+    p.add_argument("--size", type=int, default=224, help="model input side (default 224)")
+    p.add_argument("--max-mb", type=int, default=512, help="largest file accepted, MiB")
+    p.add_argument(
+        "--max-pixels", type=int, default=100_000_000, help="largest decoded frame, pixels"
+    )
+    p.set_defaults(handler=run_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"medret {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"medret {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Checkpoints: one ``.safetensors`` file holding the weights and a JSON description.
+
+The JSON (stored in the safetensors header under the key ``medret``) holds the format
+version, the :class:`~model.config.ModelConfig`, the
+:class:`~model.preprocessing.PreprocessConfig`, the label space (class codes and
+readable names) and a free-form training summary. A checkpoint is identified by the
+SHA-256 of the file's bytes: indexes record it, and the service refuses to search an
+index with embeddings from another checkpoint.
+
+Loading validates everything and fails with :class:`CheckpointError` and a readable
+reason: not a checkpoint, an unknown format version, a config that does not parse,
+labels that disagree with the classifier, or weights that do not fit the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from model.config import ConfigError, ModelConfig
+from model.preprocessing import PreprocessConfig
+from model.vit import MultiScaleViT, build_model
+
+FORMAT_NAME = "medret-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "medret"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint for this code."""
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The classes, in logit order: short codes (``MEL``) and readable names (``Melanoma``)."""
+
+    codes: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.codes) != len(self.names):
+            raise CheckpointError(
+                f"{len(self.codes)} class codes but {len(self.names)} class names"
+            )
+        if len(set(self.codes)) != len(self.codes):
+            raise CheckpointError(f"class codes are not unique: {list(self.codes)}")
+
+    @classmethod
+    def from_codes(cls, codes: Sequence[str], names: Mapping[str, str] | None = None) -> LabelSpace:
+        """Codes in order; a name missing from ``names`` defaults to its code."""
+        names = names or {}
+        return cls(tuple(codes), tuple(names.get(code, code) for code in codes))
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    model: ModelConfig
+    labels: LabelSpace
+    preprocessing: PreprocessConfig
+    training: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.labels.codes) != self.model.num_classes:
+            raise CheckpointError(
+                f"the model has {self.model.num_classes} classes but the label space "
+                f"lists {len(self.labels.codes)}"
+            )
+        if self.preprocessing.image_size != self.model.image_size:
+            raise CheckpointError(
+                f"preprocessing makes {self.preprocessing.image_size} images but the model "
+                f"is laid out for {self.model.image_size}"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT_NAME,
+                "format_version": self.format_version,
+                "model": self.model.to_dict(),
+                "labels": {"codes": list(self.labels.codes), "names": list(self.labels.names)},
+                "preprocessing": self.preprocessing.to_dict(),
+                "training": dict(self.training),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointMeta:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"checkpoint description is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise CheckpointError("the file's description is not a medret checkpoint's")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version!r} is not supported "
+                f"(this code reads version {FORMAT_VERSION})"
+            )
+        try:
+            labels = data["labels"]
+            return cls(
+                model=ModelConfig.from_dict(data["model"]),
+                labels=LabelSpace(tuple(labels["codes"]), tuple(labels["names"])),
+                preprocessing=PreprocessConfig.from_dict(data["preprocessing"]),
+                training=data.get("training", {}),
+                format_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint description lacks {exc}") from exc
+        except (ConfigError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"checkpoint description is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: MultiScaleViT  # in eval mode
+    meta: CheckpointMeta
+    sha256: str
+    path: Path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes: a checkpoint's identity."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], model: MultiScaleViT, meta: CheckpointMeta
+) -> str:
+    """Write weights + description atomically (temp file, then rename); returns the hash."""
+    if model.cfg != meta.model:
+        raise CheckpointError("the model's config differs from the one being saved with it")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata={METADATA_KEY: meta.to_json()})
+        with Path(tmp_name).open("rb") as fh:
+            os.fsync(fh.fileno())
+        Path(tmp_name).replace(target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return file_sha256(target)
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The description alone, without loading weights."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from exc
+    if METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not a medret checkpoint")
+    return CheckpointMeta.from_json(metadata[METADATA_KEY])
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
+    """Rebuild the network from the description and load its weights (strictly)."""
+    meta = read_checkpoint_meta(path)
+    model = build_model(meta.model)
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        found = set(fh.keys())
+        missing = sorted(set(expected) - found)
+        unexpected = sorted(found - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"weights do not fit the network described in {path}: "
+                f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
+            )
+        state = {key: fh.get_tensor(key) for key in expected}
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(
+                f"weight {key} has shape {tuple(tensor.shape)}, the network expects "
+                f"{tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state)
+    model.to(map_location).eval()
+    return LoadedCheckpoint(model=model, meta=meta, sha256=file_sha256(path), path=Path(path))

@@ -1,0 +1,132 @@
+"""Typed configuration of the network: size variants, task type, ablation switches.
+
+A :class:`ModelConfig` is frozen and JSON-serialisable; it is saved inside every
+checkpoint and rebuilt from there, so a checkpoint always describes its own network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Task(enum.StrEnum):
+    """How class logits turn into probabilities."""
+
+    SINGLE_LABEL = "single_label"  # one class per image: softmax over classes (ISIC-2018)
+    MULTI_LABEL = "multi_label"  # any number of findings: independent sigmoids (ChestX-ray14)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Width and head count of a named model size (depth 12 for every variant)."""
+
+    width: int
+    heads: int
+    depth: int = 12
+
+
+VARIANTS: dict[str, Variant] = {
+    "tiny": Variant(width=192, heads=3),
+    "small": Variant(width=384, heads=6),
+    "base": Variant(width=768, heads=12),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a valid network."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build :class:`model.vit.MultiScaleViT`.
+
+    ``image_size`` is the (height, width) the preprocessing produces; the positional
+    table is laid out for it (``image_size // patch_size`` cells per side) and other
+    sizes are interpolated. ``multiscale=False`` is the plain single-scale ViT/16 of
+    the paper's ablation.
+    """
+
+    num_classes: int
+    task: Task = Task.SINGLE_LABEL
+    variant: str = "small"
+    width: int = 384
+    depth: int = 12
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    image_size: tuple[int, int] = (224, 224)
+    in_channels: int = 3
+    multiscale: bool = True
+    min_side: int = 16  # the pyramid halves while the smallest side stays greater than this
+    max_scales: int = 8  # size of the learned scale-level table
+    embed_dim: int = 256
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")
+        if self.width % self.heads:
+            raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.depth < 1:
+            raise ConfigError(f"depth must be at least 1, got {self.depth}")
+        h, w = self.image_size
+        if min(h, w) < self.patch_size:
+            raise ConfigError(f"image_size {h}x{w} is smaller than one {self.patch_size}px patch")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
+            raise ConfigError("dropout rates must lie in [0, 1)")
+        if self.embed_dim < 1:
+            raise ConfigError(f"embed_dim must be at least 1, got {self.embed_dim}")
+
+    @classmethod
+    def from_variant(cls, variant: str, *, num_classes: int, **overrides: Any) -> ModelConfig:
+        """A config for a named size (``tiny``, ``small``, ``base``); ``depth=`` etc. override."""
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        v = VARIANTS[variant]
+        fields: dict[str, Any] = {"width": v.width, "heads": v.heads, "depth": v.depth}
+        fields.update(overrides)
+        if "image_size" in fields:
+            fields["image_size"] = as_size(fields["image_size"])
+        if "task" in fields:
+            fields["task"] = Task(fields["task"])
+        return cls(variant=variant, num_classes=num_classes, **fields)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid of the full-resolution scale, which is also the positional table's."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["task"] = self.task.value
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        fields = dict(data)
+        if "image_size" in fields:
+            fields["image_size"] = as_size(fields["image_size"])
+        if "task" in fields:
+            fields["task"] = Task(fields["task"])
+        try:
+            return cls(**fields)
+        except TypeError as exc:  # a required key is missing
+            raise ConfigError(f"incomplete model config: {exc}") from exc
+
+
+def as_size(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``224`` → ``(224, 224)``; ``[256, 192]`` → ``(256, 192)`` (height, width)."""
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) != 2:
+        raise ConfigError(f"a size is one int or (height, width), got {value!r}")
+    return (int(value[0]), int(value[1]))
