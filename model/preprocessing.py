@@ -94,7 +94,8 @@ def letterbox_geometry(height: int, width: int, size: tuple[int, int]) -> tuple[
 
 def fit_to_canvas(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(H, W, C) uint8 → letterboxed (3, size_h, size_w) uint8 tensor (see module doc)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(to_rgb(pixels))).permute(2, 0, 1)  # (3, H, W)
+    rgb = torch.from_numpy(np.require(to_rgb(pixels), requirements=["C", "W"]))  # (H, W, 3)
+    rgb = rgb.permute(2, 0, 1)  # (3, H, W)
     height, width = rgb.shape[1], rgb.shape[2]
     new_h, new_w, top, left = letterbox_geometry(height, width, size)
     if (new_h, new_w) != (height, width):
