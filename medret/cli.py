@@ -20,19 +20,6 @@ EXIT_NOT_BUILT = 3
 Handler = Callable[[argparse.Namespace], int]
 
 PLANNED = {
-    "train": (
-        "Train the multi-scale ViT with the phased dynamic multi-loss.",
-        "Reads a dataset (manifest CSV, ISIC-2018, ChestX-ray14, MedMNIST .npz, class "
-        "folders, DICOM folders), trains in three phases of cross-entropy, contrastive "
-        "and triplet losses, and writes checkpoints.",
-        "issue #3 (training and evaluation)",
-    ),
-    "evaluate": (
-        "Evaluate a checkpoint: classification and retrieval metrics, reports and plots.",
-        "Per-class and macro precision/recall/F1, ROC AUC, confusion matrix; retrieval "
-        "P@K, R@K and mAP with the evaluated split querying an index of the training split.",
-        "issue #3 (training and evaluation)",
-    ),
     "index": (
         "Embed an archive of images into a FAISS index with case metadata in SQL.",
         "Builds, extends (--add) or prunes (--remove) versioned indexes of historical cases.",
@@ -63,6 +50,21 @@ def not_built(name: str, tracked_in: str) -> Handler:
             file=sys.stderr,
         )
         return EXIT_NOT_BUILT
+
+    return handler
+
+
+def training_handler(name: str) -> Handler:
+    """Run ``training.commands.run_<name>``, turning its expected failures into CliError."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from training import commands
+
+        try:
+            result: int = getattr(commands, f"run_{name}")(args)
+        except commands.CommandError as exc:
+            raise CliError(str(exc)) from exc
+        return result
 
     return handler
 
@@ -114,6 +116,53 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=f"{summary} {detail} Not built yet: {tracked_in}."
         )
         p.set_defaults(handler=not_built(name, tracked_in))
+
+    from training.arguments import (
+        add_ablate_arguments,
+        add_evaluate_arguments,
+        add_train_arguments,
+    )
+
+    p = sub.add_parser(
+        "train",
+        help="Train the multi-scale ViT with the phased dynamic multi-loss.",
+        description=(
+            "Train on a dataset in any supported layout (labels.csv manifest, ISIC-2018, "
+            "NIH ChestX-ray14, MedMNIST .npz, class folders, DICOM with a labels CSV): three "
+            "phases of cross-entropy + contrastive + triplet losses with phase-wise weights "
+            "and exponentially decaying learning rate. Writes state.pt every epoch (for "
+            "--resume), best.safetensors (best on the validation split), last.safetensors, "
+            "metrics.jsonl and TensorBoard logs into --out. Under torchrun it trains with "
+            "DistributedDataParallel."
+        ),
+    )
+    add_train_arguments(p)
+    p.set_defaults(handler=training_handler("train"))
+
+    p = sub.add_parser(
+        "evaluate",
+        help="Evaluate a checkpoint: classification and retrieval metrics, report, plots.",
+        description=(
+            "The chosen split queries an index of the gallery split (default: test against "
+            "train). Writes report.json, report.md and PNG plots (confusion matrix, ROC "
+            "curves, per-class precision/recall/F1) into --out."
+        ),
+    )
+    add_evaluate_arguments(p)
+    p.set_defaults(handler=training_handler("evaluate"))
+
+    p = sub.add_parser(
+        "ablate",
+        help="Train and evaluate the paper's ablation variants and a CNN baseline.",
+        description=(
+            "Plain ViT (single-scale, cross-entropy only), ViT + multi-scale, ViT + "
+            "multi-loss, the full model and a ResNet-18-style CNN, all with the same "
+            "config, data, budget and seed; writes ablation.md and ablation.json into --out. "
+            "Re-running continues unfinished variants."
+        ),
+    )
+    add_ablate_arguments(p)
+    p.set_defaults(handler=training_handler("ablate"))
 
     p = sub.add_parser(
         "inspect",

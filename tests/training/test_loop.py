@@ -1,0 +1,216 @@
+"""End-to-end training on tiny generated data: phases, checkpoints, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from training.config import load_config
+from training.loop import STATE_FILE, Trainer, TrainingError, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(data: Path, out: Path, cache: Path, **extra: object) -> list[str]:
+    settings = {
+        "data.path": str(data),
+        "data.cache_dir": str(cache),
+        "data.workers": 0,
+        "out_dir": str(out),
+        "model.variant": "tiny",
+        "model.depth": 1,
+        "model.image_size": 32,
+        "model.embed_dim": 32,
+        "batch_size": 12,
+        "samples_per_class": 4,
+        "batches_per_epoch": 3,
+        "eval_batch_size": 64,
+        "device": "cpu",
+        "tensorboard": True,
+        "phases": "[{epochs: 2, ce: 0.2, contrastive: 1, triplet: 1, lr_decay: 4},"
+        " {epochs: 2, ce: 0.6, contrastive: 0.6, triplet: 0.6, lr_decay: 16},"
+        " {epochs: 2, ce: 1, contrastive: 0.2, triplet: 0.2, lr_decay: 64}]",
+    }
+    settings.update({k.replace("__", "."): v for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_training_runs_three_phases_and_writes_a_serving_checkpoint(
+    tiny_manifest: Path, tmp_path: Path
+) -> None:
+    cfg = load_config(None, tiny_overrides(tiny_manifest, tmp_path / "run", tmp_path / "cache"))
+    result = train(cfg, progress=False)
+
+    records = read_metrics(tmp_path / "run")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["phase"] for r in records] == [1, 1, 2, 2, 3, 3]
+    # weights move from metric losses to cross-entropy across the phases
+    assert records[0]["weights"]["triplet"] == 1.0
+    assert records[-1]["weights"]["ce"] == 1.0
+    assert set(records[0]["loss"]) >= {"total", "ce", "contrastive", "triplet"}
+    # the learning rate decays inside each phase and restarts at 4e-4 with each new one
+    lrs = [r["lr"] for r in records]
+    assert lrs[0] < 4e-4
+    assert lrs[1] < lrs[0]
+    assert lrs[2] > lrs[1]
+    assert all(math.isfinite(r["loss"]["total"]) for r in records)
+    assert all("macro_f1" in r["val"] for r in records)
+    assert result.best_path == tmp_path / "run" / "best.safetensors"
+    assert 1 <= result.best_epoch <= 6
+
+    loaded = load_checkpoint(result.best_path)
+    assert loaded.meta.labels.codes == ("DOTS", "PLAIN", "STRIPES") or set(
+        loaded.meta.labels.codes
+    ) == {"DOTS", "PLAIN", "STRIPES"}
+    assert loaded.meta.model.image_size == (32, 32)
+    assert loaded.meta.training["epoch"] == result.best_epoch
+    assert loaded.meta.training["config"]["model"]["depth"] == 1
+    assert (tmp_path / "run" / "last.safetensors").exists()
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_an_existing_run_is_not_overwritten(tiny_manifest: Path, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tiny_manifest, tmp_path / "run", tmp_path / "cache")
+    cfg = load_config(None, overrides)
+    Trainer(cfg, progress=False).run(stop_after=1)
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(cfg, progress=False).run()
+    changed = load_config(None, [*overrides, "lr=0.001"])
+    with pytest.raises(TrainingError, match=r"differs .* \['lr'\]"):
+        Trainer(changed, progress=False).run(resume=True)
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / STATE_FILE, weights_only=False)["model"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(tiny_manifest: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    extra = {"batches_per_epoch": 12, "model__image_size": 48}
+    reference = tmp_path / "reference"
+    train(
+        load_config(None, tiny_overrides(tiny_manifest, reference, cache, **extra)), progress=False
+    )
+
+    run = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "medret",
+        "train",
+        *[a for o in tiny_overrides(tiny_manifest, run, cache, **extra) for a in ("--set", o)],
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 240
+    while len(read_metrics(run)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-phase 2
+    proc.wait()
+    state_epoch = torch.load(run / STATE_FILE, weights_only=False)["epoch"]
+    assert 3 <= state_epoch < 6, "the run should have been killed in the middle"
+    assert len(read_metrics(run)) in (state_epoch, state_epoch - 1)
+
+    resumed = Trainer(
+        load_config(None, tiny_overrides(tiny_manifest, run, cache, **extra)), progress=False
+    )
+    result = resumed.run(resume=True)
+    assert result.epochs_run == 6
+    records = read_metrics(run)
+    ref_records = read_metrics(reference)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for got, want in zip(records, ref_records, strict=True):
+        assert got["phase"] == want["phase"]
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-12)
+        assert got["loss"]["total"] == pytest.approx(want["loss"]["total"], rel=1e-4)
+    final, expected = _final_weights(run), _final_weights(reference)
+    for key in expected:
+        torch.testing.assert_close(final[key], expected[key], rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_command_writes_a_report(tiny_manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, tiny_overrides(tiny_manifest, tmp_path / "run", tmp_path / "cache"))
+    result = train(cfg, progress=False)
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medret",
+            "evaluate",
+            "--checkpoint",
+            str(result.best_path),
+            "--data",
+            str(tiny_manifest),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    headline = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    assert 0 <= headline["macro_f1"] <= 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"]["sha256"] == load_checkpoint(result.best_path).sha256
+    assert report["dataset"]["query_split"] == "test"
+    for name in ("report.md", "confusion_matrix.png", "roc_curves.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_training_fails_clearly_on_bad_input(tmp_path: Path) -> None:
+    def medret(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "medret", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (
+        ["train", "--data", str(empty), "--out", str(tmp_path / "o")],
+        ["train", "--set", "model.depht=3", "--data", str(empty)],
+        ["train", "--config", str(tmp_path / "nope.yaml")],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "none.safetensors"),
+            "--data",
+            str(empty),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    ):
+        proc = medret(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) >= 1
