@@ -49,3 +49,64 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_manifest(
         tmp_path_factory.mktemp("tiny_manifest"), {"train": 16, "val": 6, "test": 6}
     )
+
+
+NIH_HEADER = [
+    "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
+    "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
+    "OriginalImagePixelSpacing[x", "y]",
+]
+FINDINGS = ("Effusion", "Nodule")
+
+
+@pytest.fixture(scope="session")
+def tiny_nih(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A partially downloaded NIH ChestX-ray14 folder: 60 present grey images, one per
+    patient, findings Effusion (stripes), Nodule (dots), both, or No Finding; plus label
+    rows for images that are absent."""
+    root = tmp_path_factory.mktemp("tiny_nih")
+    rng = np.random.default_rng(3)
+    (root / "images_001" / "images").mkdir(parents=True)
+    rows, train_val, test = [], [], []
+    combos = ["Effusion", "Nodule", "Effusion|Nodule", "No Finding"]
+    for i in range(60):
+        findings = combos[i % 4]
+        img = synthetic_image("PLAIN", rng)[..., 0].astype(float)
+        if "Effusion" in findings:
+            img[:, (np.arange(48) // 8) % 2 == 0] -= 60
+        if "Nodule" in findings:
+            img[::6, ::6] += 80
+        name = f"{i + 1:08d}_000.png"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
+            root / "images_001" / "images" / name
+        )
+        rows.append([name, findings, 0, i + 1, 40, "F", "PA", 1024, 1024, 0.14, 0.14])
+        (test if i >= 48 else train_val).append(name)
+    for j in range(25):  # label rows whose images were never downloaded
+        name = f"{900 + j:08d}_000.png"
+        rows.append([name, "Mass", 0, 900 + j, 50, "M", "AP", 1024, 1024, 0.14, 0.14])
+        train_val.append(name)
+    with (root / "Data_Entry_2017.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(NIH_HEADER)
+        writer.writerows(rows)
+    (root / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
+    (root / "test_list.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MedMNIST-style pneumoniamnist.npz: 28×28 grey, 2 classes (plain vs dots)."""
+    root = tmp_path_factory.mktemp("tiny_npz")
+    rng = np.random.default_rng(4)
+    arrays = {}
+    for split, count in (("train", 40), ("val", 12), ("test", 12)):
+        labels = np.arange(count) % 2
+        images = np.stack(
+            [synthetic_image("DOTS" if y else "PLAIN", rng, size=28)[..., 0] for y in labels]
+        )
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
+    np.savez_compressed(root / "pneumoniamnist.npz", **arrays)
+    return root
