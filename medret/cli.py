@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_ablate_arguments,
         add_evaluate_arguments,
         add_train_arguments,
+        positive_int,
     )
 
     p = sub.add_parser(
@@ -175,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("files", nargs="+", type=Path, help="image or DICOM files")
-    p.add_argument("--size", type=int, default=224, help="model input side (default 224)")
-    p.add_argument("--max-mb", type=int, default=512, help="largest file accepted, MiB")
+    p.add_argument("--size", type=positive_int, default=224, help="model input side (default 224)")
+    p.add_argument("--max-mb", type=positive_int, default=512, help="largest file accepted, MiB")
     p.add_argument(
-        "--max-pixels", type=int, default=100_000_000, help="largest decoded frame, pixels"
+        "--max-pixels", type=positive_int, default=100_000_000, help="largest decoded frame, pixels"
     )
     p.set_defaults(handler=run_inspect)
     return parser
@@ -196,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CliError as exc:
         print(f"medret {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, OSError) as exc:  # bad input that a library reported
+        logging.getLogger("medret").debug("details", exc_info=True)
+        hint = "" if args.verbose else " (run with -v for details)"
+        print(f"medret {args.command}: {exc}{hint}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"medret {args.command}: interrupted", file=sys.stderr)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from model.config import ConfigError, ModelConfig
@@ -143,6 +144,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def save_checkpoint(
     path: str | os.PathLike[str], model: MultiScaleViT, meta: CheckpointMeta
 ) -> str:
@@ -156,6 +168,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp_name, metadata={METADATA_KEY: meta.to_json()})
+        Path(tmp_name).chmod(0o666 & ~_current_umask())  # mkstemp made it 0600
         with Path(tmp_name).open("rb") as fh:
             os.fsync(fh.fileno())
         Path(tmp_name).replace(target)
@@ -165,38 +178,69 @@ def save_checkpoint(
     return file_sha256(target)
 
 
-def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """The description alone, without loading weights."""
+def _split_safetensors(data: bytes, path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in memory (the header is JSON)."""
+    if len(data) < 8:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: too short")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len <= 0 or 8 + header_len > len(data):
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: bad header length")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from exc
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from exc
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def _meta_from_bytes(data: bytes, path: str | os.PathLike[str]) -> CheckpointMeta:
+    metadata = _split_safetensors(data, path)
     if METADATA_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a medret checkpoint")
     return CheckpointMeta.from_json(metadata[METADATA_KEY])
 
 
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The description alone, without building the network."""
+    return _meta_from_bytes(_read_bytes(path), path)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> LoadedCheckpoint:
-    """Rebuild the network from the description and load its weights (strictly)."""
-    meta = read_checkpoint_meta(path)
+    """Rebuild the network from the description and load its weights (strictly).
+
+    The file is read once: the description, the weights and the SHA-256 all come from the
+    same bytes, even if the file is replaced meanwhile (as training does with
+    ``best.safetensors``).
+    """
+    data = _read_bytes(path)
+    meta = _meta_from_bytes(data, path)
+    try:
+        state = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from exc
     model = build_model(meta.model)
     expected = model.state_dict()
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        found = set(fh.keys())
-        missing = sorted(set(expected) - found)
-        unexpected = sorted(found - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"weights do not fit the network described in {path}: "
-                f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
-            )
-        state = {key: fh.get_tensor(key) for key in expected}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights do not fit the network described in {path}: "
+            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
+        )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
             raise CheckpointError(
@@ -205,4 +249,5 @@ def load_checkpoint(
             )
     model.load_state_dict(state)
     model.to(map_location).eval()
-    return LoadedCheckpoint(model=model, meta=meta, sha256=file_sha256(path), path=Path(path))
+    digest = hashlib.sha256(data).hexdigest()
+    return LoadedCheckpoint(model=model, meta=meta, sha256=digest, path=Path(path))

@@ -12,12 +12,33 @@ from pathlib import Path
 VARIANTS = ("vit", "vit_multiscale", "vit_multiloss", "full", "cnn")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative, got {value}")
+    return value
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config (e.g. configs/cpu_recipe.yaml)")
     p.add_argument("--data", help="dataset folder (any supported layout); sets data.path")
     p.add_argument("--out", help="run folder for checkpoints and metrics; sets out_dir")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--epochs-per-phase", type=int, help="shorten or lengthen every phase")
+    p.add_argument("--epochs-per-phase", type=positive_int, help="shorten or lengthen every phase")
     p.add_argument(
         "--set",
         action="append",
@@ -36,8 +57,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--cache-dir", default="runs/cache", help="decoded-pixel cache")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--workers", type=non_negative_int, default=2)
 
 
 def add_ablate_arguments(p: argparse.ArgumentParser) -> None:

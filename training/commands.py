@@ -48,15 +48,15 @@ class CommandError(Exception):
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = list(args.set or [])
+    strings = {}
     if args.data:
-        overrides.append(f"data.path={args.data}")
+        strings["data.path"] = args.data
     if args.out:
-        overrides.append(f"out_dir={args.out}")
+        strings["out_dir"] = args.out
     if getattr(args, "device", None):
-        overrides.append(f"device={args.device}")
-    cfg = load_config(args.config, overrides)
-    if getattr(args, "epochs_per_phase", None):
+        strings["device"] = args.device
+    cfg = load_config(args.config, list(args.set or []), strings=strings)
+    if getattr(args, "epochs_per_phase", None) is not None:
         cfg = cfg.with_epochs_per_phase(args.epochs_per_phase)
     return cfg
 
@@ -92,12 +92,18 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint on a dataset split; writes the report, returns it."""
     device = resolve_device(device_spec, DistEnv())
     loaded = load_checkpoint(checkpoint, device)
-    archive = read_archive(data, layout)
+    # carve splits exactly as the training run did, so its validation images stay apart
+    trained_on = loaded.meta.training.get("config", {}).get("data", {})
+    archive = read_archive(data, layout, val_fraction=float(trained_on.get("val_fraction", 0.1)))
     codes = loaded.meta.labels.codes
     if tuple(archive.codes) != tuple(codes):
         raise CommandError(
             f"the checkpoint's classes {list(codes)} differ from the dataset's "
             f"{list(archive.codes)}"
+        )
+    if archive.task is not loaded.meta.model.task:
+        raise CommandError(
+            f"the checkpoint is {loaded.meta.model.task.value}, the dataset is {archive.task.value}"
         )
     prepared = prepare_data(
         archive,
@@ -200,6 +206,14 @@ def run_ablate(args: argparse.Namespace) -> int:
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
             raise CommandError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+        archive = read_archive(
+            base.data.path, base.data.layout, val_fraction=base.data.val_fraction
+        )
+        if not any(s.labelled for s in archive.split(args.split)):
+            raise CommandError(
+                f"the {args.split!r} split of {base.data.path} has no labelled images to "
+                "report on; choose another --split"
+            )
         rows: dict[str, dict[str, float]] = {}
         multi_label = False
         for variant in variants:
@@ -221,6 +235,7 @@ def run_ablate(args: argparse.Namespace) -> int:
                 cfg.data.cache_dir,
                 splits=tuple(dict.fromkeys((args.split, "train"))),
                 workers=cfg.data.workers,
+                env=trainer.env,
             )
             report, _ = evaluate_split(
                 trainer.net,

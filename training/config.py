@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import yaml
 
+from model.config import ConfigError, ModelConfig
 from training.losses import LossWeights
 from training.schedule import Phase
 
@@ -126,15 +127,58 @@ class TrainConfig:
                 "loss.class_weights is 'none' or 'balanced'",
             ),
         ]
+        checks += [
+            (
+                self.sampler != "balanced" or self.batch_size % self.samples_per_class == 0,
+                f"batch_size {self.batch_size} must be a multiple of samples_per_class "
+                f"{self.samples_per_class} for the balanced sampler",
+            ),
+            (self.samples_per_class >= 2, "samples_per_class must be at least 2"),
+            (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must lie in [0, 1)"),
+            (self.data.workers >= 0, "data.workers cannot be negative"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+            (
+                self.batches_per_epoch is None or self.batches_per_epoch >= 1,
+                "batches_per_epoch must be at least 1",
+            ),
+            (
+                0.0 <= self.augment.max_rotation_deg <= 180.0,
+                "augment.max_rotation_deg must lie in [0, 180]",
+            ),
+            (self.threads is None or self.threads >= 1, "threads must be at least 1"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise TrainConfigError(message)
+        self._check_model_and_phases()
+
+    def _check_model_and_phases(self) -> None:
+        """Build what the run will build, so that a bad value fails now, not after decoding."""
+        m = self.model
+        overrides: dict[str, Any] = {
+            "image_size": m.image_size,
+            "embed_dim": m.embed_dim,
+            "dropout": m.dropout,
+        }
+        if m.depth is not None:
+            overrides["depth"] = m.depth
+        try:
+            ModelConfig.from_variant(m.variant, num_classes=2, **overrides)
+        except ConfigError as exc:
+            raise TrainConfigError(f"model: {exc}") from exc
+        for i, phase in enumerate(self.phases, 1):
+            try:
+                phase.to_phase()
+            except ValueError as exc:
+                raise TrainConfigError(f"phase {i}: {exc}") from exc
 
     @property
     def total_epochs(self) -> int:
         return sum(p.epochs for p in self.phases)
 
     def with_epochs_per_phase(self, epochs: int) -> TrainConfig:
+        if epochs < 1:
+            raise TrainConfigError(f"epochs per phase must be at least 1, got {epochs}")
         return dataclasses.replace(
             self, phases=tuple(dataclasses.replace(p, epochs=epochs) for p in self.phases)
         )
@@ -198,8 +242,14 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return built
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """A YAML file (or the defaults), then ``section.key=value`` overrides, validated."""
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    strings: dict[str, str] | None = None,
+) -> TrainConfig:
+    """A YAML file (or the defaults), then ``section.key=value`` overrides (values parsed as
+    YAML), then ``strings`` (values taken literally: paths, device names), validated."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -221,5 +271,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise TrainConfigError(f"override {item!r}: {part} is not a section")
-        target[parts[-1]] = yaml.safe_load(raw)
+        try:
+            target[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise TrainConfigError(f"override {item!r}: the value is not valid YAML") from exc
+    for key, value in (strings or {}).items():
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
     return config_from_dict(data)

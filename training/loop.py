@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -95,16 +96,39 @@ def distributed_env() -> DistEnv:
 
 
 def resolve_device(spec: str, env: DistEnv) -> torch.device:
+    """'auto' → this rank's GPU when there is one, else the CPU; checks what was asked for."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise TrainingError(f"device {spec!r} is not supported: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainingError("device 'cuda' was asked for but no GPU is visible")
+            raise TrainingError(f"device {spec!r} was asked for but no GPU is visible")
         if device.index is None:
-            device = torch.device("cuda", env.local_rank)
+            device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainingError(
+                f"device {spec!r}: only {torch.cuda.device_count()} GPU(s) are visible"
+            )
         torch.cuda.set_device(device)
     return device
+
+
+# Config keys that may change between an interrupted run and its resumption: they say where
+# and how the run executes, not what it computes.
+RUNTIME_KEYS = frozenset({"out_dir", "device", "tensorboard", "threads", "eval_batch_size"})
+RUNTIME_DATA_KEYS = frozenset({"workers", "cache_dir", "path"})
+
+
+def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config dict that must match for ``--resume``."""
+    out = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    out["data"] = {k: v for k, v in cfg.get("data", {}).items() if k not in RUNTIME_DATA_KEYS}
+    return out
 
 
 def seed_for(seed: int, epoch: int, rank: int) -> int:
@@ -140,7 +164,7 @@ def prepare_data(
     env: DistEnv = DistEnv(),
     progress: bool = True,
 ) -> PreparedData:
-    """Cache the labelled samples of ``splits`` (rank 0 decodes; the others wait)."""
+    """Cache the labelled samples of ``splits`` (rank 0 decodes; the others only read)."""
     wanted = [s for s in archive.samples if s.split in splits]
     labelled = [s for s in wanted if s.labelled]
     cache = PixelCache(cache_dir, size)
@@ -148,9 +172,15 @@ def prepare_data(
         rows, report = cache.build(labelled, workers=workers, progress=progress)
     if env.distributed:
         dist.barrier()
-    if not env.is_main:
+    if not env.is_main:  # rank 0 has built the cache: hash and look rows up, never write
         cache = PixelCache(cache_dir, size)
-        rows, report = cache.build(labelled, workers=0, progress=False)  # all cached: reuse
+        rows, report = cache.lookup(labelled, workers=workers)
+        if labelled and not (rows >= 0).any():
+            raise TrainingError(
+                f"rank {env.rank}: none of the {len(labelled)} images is in the pixel cache "
+                f"{cache.directory} that rank 0 built ({report.summary()}); the cache "
+                "directory must be on a file system that every rank sees"
+            )
     keep = rows >= 0
     kept = [s for s, k in zip(labelled, keep, strict=True) if k]
     kept_rows = rows[keep]
@@ -241,6 +271,8 @@ def evaluate_split(
     batch_size: int = 128,
     bf16: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    # ``query == gallery`` (e.g. evaluating the training split against itself): each query
+    # must not retrieve itself.
     """The full report of ``query`` split queries against a ``gallery`` split index."""
     labels = data.archive.label_space()
     q, g = data.splits[query], data.splits[gallery]
@@ -258,6 +290,7 @@ def evaluate_split(
         multi_label=task is Task.MULTI_LABEL,
         codes=list(labels.codes),
         names=list(labels.names),
+        exclude_self=query == gallery,
     )
     return report, {"query_emb": q_emb, "gallery_emb": g_emb, "probs": probs}
 
@@ -295,9 +328,12 @@ class Trainer:
         self.progress = progress and self.env.is_main
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if not self.env.is_main:  # only rank 0 logs
+            logging.getLogger().setLevel(logging.WARNING)
         if self.env.distributed and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
+            # rank 0 decodes the cache and validates while the others wait at barriers
+            dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
         self.device = resolve_device(cfg.device, self.env)
         self.out_dir = Path(cfg.out_dir)
         if not cfg.data.path:
@@ -332,7 +368,10 @@ class Trainer:
         self.model: nn.Module = self.net
         if self.env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            # a phase that weights a loss 0 leaves its head without gradients
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=ids, find_unused_parameters=True
+            )
         class_weights = None
         if cfg.loss.class_weights == "balanced":
             class_weights = balanced_class_weights(train.targets, len(self.labels.codes), self.task)
@@ -346,7 +385,20 @@ class Trainer:
         ).to(self.device)
         self.teacher: nn.Module | None = None
         if cfg.loss.teacher:
-            self.teacher = load_checkpoint(cfg.loss.teacher, self.device).model.eval()
+            teacher = load_checkpoint(cfg.loss.teacher, self.device)
+            if teacher.meta.labels.codes != self.labels.codes:
+                raise TrainingError(
+                    f"the teacher {cfg.loss.teacher} predicts {list(teacher.meta.labels.codes)}, "
+                    f"the dataset has {list(self.labels.codes)}"
+                )
+            if teacher.meta.model.task is not self.task:
+                raise TrainingError(
+                    f"the teacher is {teacher.meta.model.task.value}, the dataset is "
+                    f"{self.task.value}"
+                )
+            self.teacher = teacher.model.eval()
+        elif any(p.distill > 0 for p in cfg.phases):
+            raise TrainingError("a phase weights distillation but no loss.teacher is given")
         self.schedule = PhaseSchedule([p.to_phase() for p in cfg.phases], base_lr=cfg.lr)
         self.optimizer = make_adam(self.net.parameters(), cfg.lr)
         lists = class_lists_from_targets(train.targets, self.task)
@@ -403,7 +455,8 @@ class Trainer:
             ) from exc
         if state.get("format") != "medret-train-state":
             raise TrainingError(f"--resume: {path} is not a medret training state")
-        saved, current = state["config"], self.cfg.to_dict()
+        saved = comparable_config(state["config"])
+        current = comparable_config(self.cfg.to_dict())
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise TrainingError(
@@ -468,7 +521,7 @@ class Trainer:
             parts = self.loss(
                 ModelOutput(out.embedding.float(), out.logits.float()), y, weights, teacher_logits
             )
-            if not torch.isfinite(parts.total):
+            if not self._all_finite(parts.total):
                 skipped += 1
                 if skipped > max(3, steps // 10):
                     raise TrainingError(f"epoch {epoch + 1}: the loss keeps being non-finite")
@@ -497,6 +550,21 @@ class Trainer:
             "images_per_s": seen * self.env.world_size / elapsed if elapsed else 0.0,
             "skipped_steps": skipped,
         }
+
+    def _on_rank0(self, flag: bool) -> bool:
+        """Rank 0's value of ``flag`` on every rank, so that all ranks take the same branch."""
+        if not self.env.distributed:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (all ranks must skip a step together)."""
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if self.env.distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
 
     def validate(self) -> tuple[dict[str, float], dict[str, Any]]:
         report, _ = evaluate_split(
@@ -530,7 +598,7 @@ class Trainer:
                     self.schedule.phase_index(min(start, self.schedule.total_epochs - 1)) + 1,
                     self.schedule.lr(start),
                 )
-        elif self.env.is_main and (self.out_dir / STATE_FILE).exists():
+        elif self._on_rank0((self.out_dir / STATE_FILE).exists()):
             raise TrainingError(
                 f"{self.out_dir} already holds a run: pass --resume to continue it, or choose "
                 "another --out"

@@ -50,6 +50,13 @@ def test_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
     assert read_checkpoint_meta(tmp_path / "ckpt.safetensors").training["dataset"] == "ham10000"
 
 
+def test_saved_checkpoint_is_readable_by_the_service_user(tmp_path: Path) -> None:
+    meta = make_meta()
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, build_model(meta.model), meta)
+    assert path.stat().st_mode & 0o044 == 0o044  # group and others may read it (umask 022)
+
+
 def test_hash_is_the_identity(tmp_path: Path) -> None:
     meta = make_meta()
     net = build_model(meta.model)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
+import time
+import tracemalloc
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ from model.decoding import (
     decode_image,
     sniff_format,
 )
+from model.dicom import inflated_size_limit, read_dataset
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 HEVC_MAIN_PROFILE = UID("1.2.840.10008.1.2.4.107")
@@ -741,6 +746,128 @@ def test_compressed_pixel_data_without_transfer_syntax_is_corrupt() -> None:
     pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
     error = _decode_error(buffer.getvalue())
     assert error.kind is DecodeErrorKind.CORRUPT
+
+
+# --------------------------------------------------------------------------- deflate
+
+
+def _split_part10(data: bytes) -> tuple[bytes, bytes]:
+    """(preamble, DICM and file meta; the data set after it) of Part 10 bytes."""
+    (group_length,) = struct.unpack_from("<I", data, 140)  # (0002,0000) UL, first element
+    meta_end = 144 + group_length
+    return data[:meta_end], data[meta_end:]
+
+
+def _raw_deflate(data: bytes, final: bool = True) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(
+        zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH
+    )
+
+
+def deflate_bomb(inflated_mib: int) -> bytes:
+    """A deflated DICOM: a 2048 x 2048 8-bit header, then `inflated_mib` MiB of zero pixels.
+
+    Its header is within every limit; only the inflated size is not. The zeros are one
+    deflated MiB repeated (each copy ends with a full flush, so it refers only to itself):
+    a few hundred KiB that take no time to build.
+    """
+    ds = make_dataset(np.zeros((1, 1), np.uint8))
+    del ds.PixelData
+    ds.Rows = ds.Columns = 2048
+    header = _split_part10(to_bytes(ds))[1]  # explicit VR little endian
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta = _split_part10(to_bytes(ds))[0]
+    pixel_bytes = inflated_mib * 2**20
+    header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, pixel_bytes)
+    zero_mib = _raw_deflate(bytes(2**20), final=False)
+    body = _raw_deflate(header, final=False) + zero_mib * inflated_mib + _raw_deflate(b"")
+    return meta + body
+
+
+def _inflated_size(data: bytes) -> int:
+    """The inflated size of a deflate_bomb's data set, counted without keeping it."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = _split_part10(data)[1]
+    size = 0
+    while pending:
+        size += len(inflater.decompress(pending, 2**22))
+        pending = inflater.unconsumed_tail
+    assert inflater.eof
+    return size
+
+
+def test_deflate_bomb_is_too_large_before_it_is_inflated() -> None:
+    bomb = deflate_bomb(300)
+    assert len(bomb) < 2**20
+    assert _inflated_size(bomb) > 300 * 2**20  # what pydicom alone would have allocated
+    limits = DecodeLimits(max_bytes=32 * 2**20, max_pixels=2048 * 2048)
+    limit = inflated_size_limit(limits)
+    assert limit == 48 * 2**20  # one frame at the pixel limit, 8 bytes a pixel, + 16 MiB
+    small = decode_image(deflate_bomb(5), limits)  # the same file, inflating to 5 MiB, is fine
+    assert small.pixels.shape == (2048, 2048, 1)
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        error = _decode_error(bomb, limits)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error.kind is DecodeErrorKind.TOO_LARGE
+    assert str(error).startswith(f"deflated DICOM inflates past {limit} bytes (48.0 MiB)")
+    assert elapsed < 2.0
+    assert peak < limit + 16 * 2**20  # never much more than the limit, far below 300 MiB
+
+
+def test_deflate_limit_with_default_limits_refuses_a_gigabyte() -> None:
+    limit = inflated_size_limit(DecodeLimits())
+    assert limit == 100_000_000 * 8 + 16 * 2**20  # 779 MiB
+    assert DecodeLimits().max_bytes < limit < 2**30
+    small_pixels = DecodeLimits(max_bytes=512 * 2**20, max_pixels=1000)
+    assert inflated_size_limit(small_pixels) == 512 * 2**20  # never below max_bytes
+
+
+def test_shipped_deflated_file_decodes_like_pydicom() -> None:
+    path = TEST_FILES / "image_dfl.dcm"
+    reference = pydicom.dcmread(path)
+    assert reference.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    dataset = read_dataset(path.read_bytes(), DecodeLimits())
+    assert dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert dataset.PixelData == reference.PixelData
+    assert np.array_equal(dataset.pixel_array, reference.pixel_array)
+    decoded = decode_image(path.read_bytes())
+    assert decoded.pixels.shape == (512, 512, 1)
+    assert np.array_equal(decoded.pixels[:, :, 0], reference.pixel_array)  # 8-bit, no window
+    assert decoded.metadata["transfer_syntax"] == "Deflated Explicit VR Little Endian"
+
+
+def _deflated_grey16() -> tuple[bytes, bytes]:
+    ds = make_dataset(GREY16, bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return _split_part10(to_bytes(ds))
+
+
+def test_deflated_data_set_with_trailing_bytes_decodes_as_pydicom_reads_it() -> None:
+    meta, body = _deflated_grey16()
+    data = meta + body + b"trailing junk after the deflate stream"
+    assert np.array_equal(read_dataset(data, DecodeLimits()).pixel_array, GREY16)
+    assert decode_image(data).pixels.shape == (32, 32, 1)
+
+
+def test_corrupt_deflate_stream_is_corrupt() -> None:
+    meta, body = _deflated_grey16()
+    error = _decode_error(meta + b"\xff" + body[1:])  # final block of the reserved type 3
+    assert error.kind is DecodeErrorKind.CORRUPT
+    assert str(error).startswith("corrupt deflated DICOM data set: ")
+    assert "invalid block type" in str(error)
+
+
+def test_truncated_deflate_stream_is_corrupt() -> None:
+    meta, body = _deflated_grey16()
+    error = _decode_error(meta + body[: len(body) // 2])
+    assert error.kind is DecodeErrorKind.CORRUPT
+    assert str(error).startswith("truncated deflated DICOM data set: the deflate stream ends")
 
 
 # --------------------------------------------------------------------------- metadata

@@ -52,9 +52,17 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 NIH_HEADER = [
-    "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-    "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
-    "OriginalImagePixelSpacing[x", "y]",
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
 ]
 FINDINGS = ("Effusion", "Nodule")
 

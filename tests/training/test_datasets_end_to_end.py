@@ -16,26 +16,43 @@ from training.config import load_config
 from training.loop import train
 
 
-def quick_config(data: Path, out: Path, cache: Path, *, size: int = 32, bpe: int = 2,
-                 batch: int = 8, k: int = 2) -> list[str]:
+def quick_config(
+    data: Path, out: Path, cache: Path, *, size: int = 32, bpe: int = 2, batch: int = 8, k: int = 2
+) -> list[str]:
     return [
-        f"data.path={data}", f"data.cache_dir={cache}", "data.workers=0", f"out_dir={out}",
-        "model.variant=tiny", "model.depth=1", f"model.image_size={size}",
-        "model.embed_dim=32", f"batch_size={batch}", f"samples_per_class={k}",
-        f"batches_per_epoch={bpe}", "device=cpu", "tensorboard=false",
+        f"data.path={data}",
+        f"data.cache_dir={cache}",
+        "data.workers=0",
+        f"out_dir={out}",
+        "model.variant=tiny",
+        "model.depth=1",
+        f"model.image_size={size}",
+        "model.embed_dim=32",
+        f"batch_size={batch}",
+        f"samples_per_class={k}",
+        f"batches_per_epoch={bpe}",
+        "device=cpu",
+        "tensorboard=false",
         "phases=[{epochs: 1, ce: 0.2, contrastive: 1, triplet: 1, lr_decay: 4},"
         " {epochs: 1, ce: 1, contrastive: 0.2, triplet: 0.2, lr_decay: 64}]",
     ]
 
 
 def test_multi_label_nih_layout(tiny_nih: Path, tmp_path: Path) -> None:
-    result = train(load_config(None, quick_config(tiny_nih, tmp_path / "run", tmp_path / "c")),
-                   progress=False)
+    result = train(
+        load_config(None, quick_config(tiny_nih, tmp_path / "run", tmp_path / "c")), progress=False
+    )
     meta = load_checkpoint(result.best_path).meta
     assert meta.model.task is Task.MULTI_LABEL
     assert meta.labels.codes == NIH_FINDINGS  # all 14 findings, even those absent here
-    report = evaluate_checkpoint(result.best_path, str(tiny_nih), tmp_path / "rep",
-                                 split="val", cache_dir=str(tmp_path / "c"), workers=0)
+    report = evaluate_checkpoint(
+        result.best_path,
+        str(tiny_nih),
+        tmp_path / "rep",
+        split="val",
+        cache_dir=str(tmp_path / "c"),
+        workers=0,
+    )
     per_class = report["classification"]["per_class"]
     assert per_class["Effusion"]["auc"] is not None
     assert per_class["Mass"]["auc"] is None  # no validation image has a mass
@@ -44,21 +61,24 @@ def test_multi_label_nih_layout(tiny_nih: Path, tmp_path: Path) -> None:
 
 
 def test_medmnist_npz_layout(tiny_npz: Path, tmp_path: Path) -> None:
-    result = train(load_config(None, quick_config(tiny_npz, tmp_path / "run", tmp_path / "c")),
-                   progress=False)
+    result = train(
+        load_config(None, quick_config(tiny_npz, tmp_path / "run", tmp_path / "c")), progress=False
+    )
     meta = load_checkpoint(result.best_path).meta
     assert meta.labels.codes == ("normal", "pneumonia")
     assert meta.labels.names == ("Normal", "Pneumonia")
-    report = evaluate_checkpoint(result.best_path, str(tiny_npz), tmp_path / "rep",
-                                 cache_dir=str(tmp_path / "c"), workers=0)
-    assert report["counts"]
+    report = evaluate_checkpoint(
+        result.best_path, str(tiny_npz), tmp_path / "rep", cache_dir=str(tmp_path / "c"), workers=0
+    )
+    counts = report["counts"]
+    assert counts["queries"] == 12  # the test split of the npz
+    assert counts["gallery"] == 40
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("dataset", "split", "multi_label"),
-    [("ham10000", "test", False), ("pneumoniamnist", "test", False),
-     ("chestxray14", "val", True)],
+    [("ham10000", "test", False), ("pneumoniamnist", "test", False), ("chestxray14", "val", True)],
 )
 def test_real_datasets_train_and_evaluate(
     shared_data: Path, tmp_path: Path, dataset: str, split: str, multi_label: bool
@@ -66,8 +86,14 @@ def test_real_datasets_train_and_evaluate(
     data = shared_data / dataset
     cfg = quick_config(data, tmp_path / "run", tmp_path / "cache", size=32, bpe=2, batch=16, k=2)
     result = train(load_config(None, cfg), progress=False)
-    report = evaluate_checkpoint(result.best_path, str(data), tmp_path / "rep", split=split,
-                                 cache_dir=str(tmp_path / "cache"), workers=2)
+    report = evaluate_checkpoint(
+        result.best_path,
+        str(data),
+        tmp_path / "rep",
+        split=split,
+        cache_dir=str(tmp_path / "cache"),
+        workers=2,
+    )
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert saved["dataset"]["query_split"] == split
     retrieval = report["retrieval"]
