@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
 lint: install
@@ -24,7 +24,7 @@ check-imports: install
 	$(BIN)/lint-imports
 
 unit: install
-	$(BIN)/pytest
+	PATH="$(abspath $(BIN)):$$PATH" scripts/with_postgres.sh $(BIN)/pytest
 
 test: lint check-imports unit
 

@@ -8,6 +8,7 @@ stderr and exit status 2; a subcommand that is not built yet says so and exits 3
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -20,11 +21,6 @@ EXIT_NOT_BUILT = 3
 Handler = Callable[[argparse.Namespace], int]
 
 PLANNED = {
-    "index": (
-        "Embed an archive of images into a FAISS index with case metadata in SQL.",
-        "Builds, extends (--add) or prunes (--remove) versioned indexes of historical cases.",
-        "issue #4 (indexer)",
-    ),
     "serve": (
         "Serve the query API and the viewer page.",
         "Starts the FastAPI service: POST /query, GET /cases/{id}, admin reindex, metrics.",
@@ -54,12 +50,11 @@ def not_built(name: str, tracked_in: str) -> Handler:
     return handler
 
 
-def training_handler(name: str) -> Handler:
-    """Run ``training.commands.run_<name>``, turning its expected failures into CliError."""
+def package_handler(package: str, name: str) -> Handler:
+    """Run ``<package>.commands.run_<name>``, turning its expected failures into CliError."""
 
     def handler(args: argparse.Namespace) -> int:
-        from training import commands
-
+        commands = importlib.import_module(f"{package}.commands")
         try:
             result: int = getattr(commands, f"run_{name}")(args)
         except commands.CommandError as exc:
@@ -67,6 +62,10 @@ def training_handler(name: str) -> Handler:
         return result
 
     return handler
+
+
+def training_handler(name: str) -> Handler:
+    return package_handler("training", name)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -164,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ablate_arguments(p)
     p.set_defaults(handler=training_handler("ablate"))
+
+    from indexer.arguments import add_index_arguments
+
+    p = sub.add_parser(
+        "index",
+        help="Embed an archive into a versioned FAISS index with case metadata in SQL.",
+        description=(
+            "Full reindex (default), --add only new images (by content hash), --remove cases, "
+            "--prune old versions, --list collections, --jobs. A build writes a complete new "
+            "version and makes it active in one transaction; a failed or killed build leaves "
+            "the previous version active. Prints a JSON summary, including unreadable files."
+        ),
+    )
+    add_index_arguments(p)
+    p.set_defaults(handler=package_handler("indexer", "index"))
 
     p = sub.add_parser(
         "inspect",

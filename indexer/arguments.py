@@ -1,0 +1,100 @@
+"""Command-line arguments of ``medret index`` (no heavy imports: ``--help`` stays instant)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "data"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative, got {value}")
+    return value
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    where = p.add_argument_group("where the indexes and metadata live")
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MEDRET_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="index files and the default SQLite database (env MEDRET_DATA_DIR; default ./data)",
+    )
+    where.add_argument(
+        "--db",
+        default=os.environ.get("MEDRET_DATABASE_URL"),
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (env MEDRET_DATABASE_URL; "
+        "default sqlite:///<data-dir>/medret.db)",
+    )
+    p.add_argument("--collection", help="collection name (e.g. derm, cxr)")
+
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--add", action="store_true", help="embed only images whose content is not indexed yet"
+    )
+    action.add_argument(
+        "--remove",
+        nargs="+",
+        metavar="ID",
+        help="remove cases by case id or external id (e.g. consent withdrawn)",
+    )
+    action.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the files of old, failed and abandoned versions",
+    )
+    action.add_argument(
+        "--list", action="store_true", help="list collections, their versions and case counts"
+    )
+    action.add_argument(
+        "--jobs",
+        action="store_true",
+        help="show the recent jobs of a collection (and mark dead ones failed)",
+    )
+
+    build = p.add_argument_group("building (full reindex by default, or --add)")
+    build.add_argument("--checkpoint", type=Path, help="the medret checkpoint that embeds")
+    build.add_argument(
+        "--source",
+        type=Path,
+        help="the archive: any dataset layout or a plain folder of images/DICOM files",
+    )
+    build.add_argument(
+        "--layout",
+        default="auto",
+        help="dataset layout (default: detect; image_folder for unlabelled files)",
+    )
+    build.add_argument(
+        "--index-factory",
+        help="a FAISS index_factory string, e.g. HNSW32,Flat "
+        "or IVF4096,PQ32x8,RFlat (default: exact Flat for small archives, "
+        "chosen from the size otherwise)",
+    )
+    build.add_argument("--batch-size", type=positive_int, default=64)
+    build.add_argument(
+        "--workers", type=non_negative_int, default=2, help="decoding processes (default 2)"
+    )
+    build.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--keep",
+        type=non_negative_int,
+        default=1,
+        help="--prune: ready versions to keep besides the active one (default 1)",
+    )

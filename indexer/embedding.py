@@ -1,0 +1,198 @@
+"""Batch embedding of an archive: decode in worker processes, embed on the device.
+
+Each DataLoader worker reads a sample's bytes once, hashes them (SHA-256: the case's
+content identity), and — unless the hash is already indexed — decodes them with
+:func:`model.decoding.decode_image` and letterboxes them with
+:func:`model.preprocessing.fit_to_canvas`, exactly as training and the service do. The
+main process normalises the uint8 batch on the device and runs the model (bf16 autocast
+on CUDA), while the workers prepare the next batches. An unreadable file is reported
+(key and reason) and skipped; it never ends the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from model.archives import Sample, load_pixels
+from model.decoding import DecodeLimits, ImageDecodeError, decode_image
+from model.preprocessing import PreprocessConfig, fit_to_canvas, normalise
+from model.vit import MultiScaleViT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMITS = DecodeLimits()
+ProgressCallback = Callable[[int, int], None]  # (samples done, samples total)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One sample after the worker: its canvas, or why there is none."""
+
+    index: int
+    content_hash: str
+    canvas: torch.Tensor | None  # uint8 (3, H, W)
+    metadata: Mapping[str, str]
+    error: str = ""
+    known: bool = False
+
+
+def sample_content(sample: Sample, limits: DecodeLimits) -> tuple[str, bytes | np.ndarray]:
+    """(SHA-256 of the content, the content): file bytes, or the pixel array of an npz row."""
+    if sample.path is not None:
+        data = sample.path.read_bytes()
+        return hashlib.sha256(data).hexdigest(), data
+    pixels = np.ascontiguousarray(load_pixels(sample, limits))
+    digest = hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+    return digest, pixels
+
+
+class ArchiveImages(Dataset[Prepared]):
+    """Worker side of the pipeline (see the module docstring)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        pre: PreprocessConfig,
+        known_hashes: frozenset[str] = frozenset(),
+        limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.samples = samples
+        self.pre = pre
+        self.known = known_hashes
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Prepared:
+        sample = self.samples[i]
+        try:
+            if sample.path is not None and sample.path.stat().st_size > self.limits.max_bytes:
+                return Prepared(i, "", None, {}, error="file is over the size limit")
+            digest, content = sample_content(sample, self.limits)
+        except (OSError, ImageDecodeError) as exc:
+            return Prepared(i, "", None, {}, error=f"cannot read: {exc}")
+        if digest in self.known:
+            return Prepared(i, digest, None, {}, known=True)
+        metadata: Mapping[str, str] = {}
+        try:
+            if isinstance(content, bytes):
+                decoded = decode_image(content, self.limits)
+                pixels, metadata = decoded.pixels, decoded.metadata
+            else:
+                pixels = content
+        except ImageDecodeError as exc:
+            return Prepared(i, digest, None, {}, error=str(exc))
+        return Prepared(i, digest, fit_to_canvas(pixels, self.pre.image_size), dict(metadata))
+
+
+def _collate(items: list[Prepared]) -> list[Prepared]:
+    return items
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings of the samples that were new and readable, in sample order."""
+
+    indices: list[int] = field(default_factory=list)  # into the samples given
+    hashes: list[str] = field(default_factory=list)
+    metadata: list[Mapping[str, str]] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    known: list[tuple[int, str]] = field(default_factory=list)  # (index, hash) already indexed
+    duplicates: list[tuple[int, str]] = field(default_factory=list)  # same content twice
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (sample key, reason)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        done = len(self.indices) + len(self.known) + len(self.duplicates) + len(self.failed)
+        return done / self.seconds if self.seconds else 0.0
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def embed_samples(
+    model: MultiScaleViT,
+    pre: PreprocessConfig,
+    samples: Sequence[Sample],
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    workers: int = 2,
+    bf16: bool = True,
+    known_hashes: frozenset[str] = frozenset(),
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    progress: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> EmbedResult:
+    """Embed every sample whose content is not in ``known_hashes`` (see module docstring)."""
+    model.eval()
+    dataset = ArchiveImages(samples, pre, known_hashes, limits)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    result = EmbedResult()
+    chunks: list[np.ndarray] = []
+    seen: set[str] = set()
+    done = 0
+    started = time.perf_counter()
+    bar = tqdm(total=len(samples), desc="embedding", unit="img", disable=not progress)
+    for batch in loader:
+        canvases, kept = [], []
+        for item in batch:
+            key = samples[item.index].key
+            if item.error:
+                result.failed.append((key, item.error))
+            elif item.known:
+                result.known.append((item.index, item.content_hash))
+            elif item.content_hash in seen:
+                result.duplicates.append((item.index, item.content_hash))
+            else:
+                seen.add(item.content_hash)
+                canvases.append(item.canvas)
+                kept.append(item)
+        if canvases:
+            x = normalise(torch.stack(canvases).to(device, non_blocking=True), pre)
+            with _autocast(device, bf16):
+                emb = model.forward_embedding(x)
+            emb = torch.nn.functional.normalize(emb.float(), dim=1)
+            chunks.append(emb.cpu().numpy())
+            for item in kept:
+                result.indices.append(item.index)
+                result.hashes.append(item.content_hash)
+                result.metadata.append(item.metadata)
+        done += len(batch)
+        bar.update(len(batch))
+        elapsed = time.perf_counter() - started
+        bar.set_postfix({"img/s": f"{done / elapsed:.0f}" if elapsed else "-"})
+        if on_progress is not None:
+            on_progress(done, len(samples))
+    bar.close()
+    result.seconds = time.perf_counter() - started
+    if chunks:
+        result.vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+    if result.failed:
+        log.warning("%d unreadable file(s) skipped, e.g. %s", len(result.failed), result.failed[0])
+    return result

@@ -1,0 +1,95 @@
+"""The search interface the service uses: query embeddings → ranked cases.
+
+:class:`CollectionIndex` holds one collection's active version (loaded once; the service
+swaps in a new object when a new version becomes active, so one query never mixes
+versions). The embedding model that made the query must be the checkpoint the index was
+built with — a mismatch is an error, never a silently meaningless result.
+
+Filters (``label``, ``split``, or any metadata key such as ``modality``) are resolved to
+the set of matching case ids in SQL and applied *inside* FAISS through an ID selector,
+so a filtered query still returns the top-K among the matching cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
+from indexer.vector_index import VectorIndex
+
+
+class SearchError(RuntimeError):
+    """A query that cannot be answered (no active version, wrong model, bad filter)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int  # 1-based
+    case_id: int
+    score: float  # inner product of unit vectors: cosine similarity in [-1, 1]
+    case: CaseInfo
+
+
+@dataclass
+class CollectionIndex:
+    collection: CollectionInfo
+    version: VersionInfo
+    index: VectorIndex
+
+    @classmethod
+    def load(cls, store: MetadataStore, name: str) -> CollectionIndex:
+        collection = store.get_collection(name)
+        version = store.active_version(collection.id)
+        if version is None:
+            raise SearchError(f"collection {name!r} has no active index version yet")
+        index = VectorIndex.load(
+            Path(version.path), expected_checkpoint_sha256=version.checkpoint_sha256
+        )
+        return cls(collection, version, index)
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(
+        self,
+        store: MetadataStore,
+        embeddings: np.ndarray,
+        *,
+        checkpoint_sha256: str,
+        top_k: int = 10,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``top_k`` cases for each query embedding (rows of ``embeddings``)."""
+        if checkpoint_sha256 != self.version.checkpoint_sha256:
+            raise SearchError(
+                f"the query embeddings come from checkpoint {checkpoint_sha256[:12]}…, but "
+                f"collection {self.collection.name!r} is indexed with "
+                f"{self.version.checkpoint_sha256[:12]}…"
+            )
+        if top_k < 1:
+            raise SearchError(f"top_k must be at least 1, got {top_k}")
+        allowed: np.ndarray | None = None
+        if filters:
+            ids = store.case_ids_matching(self.collection.id, dict(filters))
+            allowed = np.asarray(ids, dtype=np.int64)
+            if not len(allowed):
+                return [[] for _ in range(len(embeddings))]
+        queries = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
+        scores, ids_found = self.index.search(queries, top_k, allowed_ids=allowed)
+        wanted: Sequence[int] = sorted({int(i) for i in ids_found.ravel() if i >= 0})
+        cases = store.get_cases(wanted)
+        results: list[list[Hit]] = []
+        for row_scores, row_ids in zip(scores, ids_found, strict=True):
+            hits: list[Hit] = []
+            for score, case_id in zip(row_scores, row_ids, strict=True):
+                case = cases.get(int(case_id))
+                if case_id < 0 or case is None:  # removed since this version was loaded
+                    continue
+                hits.append(Hit(len(hits) + 1, int(case_id), float(score), case))
+            results.append(hits)
+        return results

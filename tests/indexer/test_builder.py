@@ -1,0 +1,272 @@
+"""``medret index`` end to end: full builds, --add, --remove, prune, filters, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
+from indexer.embedding import embed_samples
+from indexer.search import CollectionIndex, SearchError
+from indexer.store import MetadataStore
+from model.archives import read_archive
+from model.checkpoint import CheckpointMeta, LabelSpace, load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.preprocessing import PreprocessConfig
+from model.vit import build_model
+
+HAM_CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+def make_checkpoint(path: Path, codes: tuple[str, ...], seed: int = 0, size: int = 32) -> Path:
+    torch.manual_seed(seed)
+    cfg = ModelConfig.from_variant(
+        "tiny", num_classes=len(codes), depth=1, image_size=size, embed_dim=32
+    )
+    meta = CheckpointMeta(
+        model=cfg,
+        labels=LabelSpace.from_codes(codes),
+        preprocessing=PreprocessConfig(image_size=(size, size)),
+    )
+    save_checkpoint(path, build_model(cfg), meta)
+    return path
+
+
+def write_folder(root: Path, count: int, seed: int, prefix: str = "img") -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
+            root / f"{prefix}_{i:03d}.png"
+        )
+    return root
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    store = MetadataStore.open(f"sqlite:///{tmp_path / 'medret.db'}")
+    builder = IndexBuilder(
+        store, IndexerConfig(data_dir=data_dir, workers=0, progress=False, batch_size=16)
+    )
+    ckpt = make_checkpoint(tmp_path / "a.safetensors", ("A", "B"))
+    yield store, builder, ckpt, tmp_path
+    store.close()
+
+
+def query_vectors(ckpt: Path, folder: Path) -> tuple[np.ndarray, list[str]]:
+    loaded = load_checkpoint(ckpt)
+    archive = read_archive(folder, "image_folder")
+    result = embed_samples(
+        loaded.model,
+        loaded.meta.preprocessing,
+        list(archive.samples),
+        device=torch.device("cpu"),
+        workers=0,
+        progress=False,
+    )
+    return result.vectors, [archive.samples[i].key for i in result.indices]
+
+
+def test_full_build_then_add_then_remove(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_folder(tmp / "archive", 20, seed=1)
+    first = builder.build("derm", ckpt, source, layout="image_folder")
+    assert (first.version, first.added, first.vector_count) == (1, 20, 20)
+    coll = store.get_collection("derm")
+    assert store.count_cases(coll.id) == 20
+
+    # every image finds itself first, with similarity ~1
+    index = CollectionIndex.load(store, "derm")
+    vectors, keys = query_vectors(ckpt, source)
+    hits = index.search(store, vectors, checkpoint_sha256=load_checkpoint(ckpt).sha256, top_k=3)
+    for key, row in zip(keys, hits, strict=True):
+        assert row[0].case.external_id == key
+        assert row[0].score == pytest.approx(1.0, abs=1e-4)
+
+    # the same archive again with --add: nothing new
+    again = builder.build("derm", ckpt, source, layout="image_folder", mode="add")
+    assert (again.added, again.skipped_known, again.vector_count) == (0, 20, 20)
+
+    # new images (and one duplicate of an old one under another name) → only the new ones
+    write_folder(source, 5, seed=2, prefix="new")
+    shutil.copy(source / "img_000.png", source / "copy_of_000.png")
+    added = builder.build("derm", ckpt, source, layout="image_folder", mode="add")
+    assert added.added == 5
+    assert added.skipped_known == 21
+    assert added.vector_count == 25
+    assert store.active_version(coll.id).version == 3
+
+    # remove one case by external id: gone from SQL and from the index
+    removed = builder.remove("derm", external_ids=["img_007.png"])
+    assert removed.deleted == 1
+    assert removed.vector_count == 24
+    index = CollectionIndex.load(store, "derm")
+    assert index.size == 24
+    hits = index.search(store, vectors, checkpoint_sha256=load_checkpoint(ckpt).sha256, top_k=30)
+    assert all(h.case.external_id != "img_007.png" for row in hits for h in row)
+    assert store.find_case_ids(coll.id, external_ids=["img_007.png"]) == []
+
+
+def test_unreadable_files_are_reported_not_fatal(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_folder(tmp / "archive", 6, seed=3)
+    (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (source / "notes.dcm").write_text("not a dicom")
+    result = builder.build("derm", ckpt, source, layout="image_folder")
+    assert result.added == 6
+    assert sorted(k for k, _ in result.failed) == ["broken.png", "notes.dcm"]
+    job = store.get_job(result.job_id)
+    assert job.state == "succeeded"
+    assert job.counts["failed"] == 2
+
+
+def test_checkpoint_rules(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_folder(tmp / "archive", 8, seed=4)
+    builder.build("derm", ckpt, source, layout="image_folder")
+    other = make_checkpoint(tmp / "b.safetensors", ("A", "B"), seed=7)
+    with pytest.raises(IndexBuildError, match="--add needs the same checkpoint"):
+        builder.build("derm", other, source, layout="image_folder", mode="add")
+    index = CollectionIndex.load(store, "derm")
+    with pytest.raises(SearchError, match="indexed with"):
+        index.search(
+            store,
+            np.ones((1, 32), np.float32) / np.sqrt(32),
+            checkpoint_sha256=load_checkpoint(other).sha256,
+        )
+    # a full reindex adopts the new checkpoint; case ids of known images are kept
+    coll = store.get_collection("derm")
+    before = store.existing_hashes(coll.id)
+    builder.build("derm", other, source, layout="image_folder")
+    assert store.get_collection("derm").checkpoint_sha256 == load_checkpoint(other).sha256
+    assert store.existing_hashes(coll.id) == before
+    assert store.active_version(coll.id).checkpoint_sha256 == load_checkpoint(other).sha256
+
+
+def test_full_reindex_drops_cases_no_longer_in_the_archive(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_folder(tmp / "archive", 10, seed=5)
+    builder.build("derm", ckpt, source, layout="image_folder")
+    (source / "img_003.png").unlink()
+    result = builder.build("derm", ckpt, source, layout="image_folder")
+    assert (result.deleted, result.vector_count) == (1, 9)
+    assert store.count_cases(store.get_collection("derm").id) == 9
+
+
+def test_filters_apply_inside_the_search(env) -> None:
+    store, builder, ckpt, tmp = env
+    root = tmp / "manifest"
+    write_folder(root / "images", 12, seed=6)
+    rows = ["file,label,split"] + [
+        f"img_{i:03d}.png,{'A' if i % 3 else 'B'},{'train' if i < 8 else 'test'}" for i in range(12)
+    ]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    builder.build("derm", ckpt, root)
+    index = CollectionIndex.load(store, "derm")
+    sha = load_checkpoint(ckpt).sha256
+    query = np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    hits = index.search(store, query, checkpoint_sha256=sha, top_k=10, filters={"label": "B"})
+    assert all(len(row) == 4 for row in hits)  # all four B cases, nothing else
+    assert all(tuple(h.case.labels) == ("B",) for row in hits for h in row)
+    hits = index.search(
+        store, query, checkpoint_sha256=sha, top_k=10, filters={"split": "test", "label": "A"}
+    )
+    assert {h.case.external_id for h in hits[0]} == {"img_008.png", "img_010.png", "img_011.png"}
+
+
+def test_prune_removes_old_and_abandoned_versions(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_folder(tmp / "archive", 4, seed=8)
+    for _ in range(3):
+        builder.build("derm", ckpt, source, layout="image_folder")
+    folder = tmp / "data" / "indexes" / "derm"
+    (folder / "v0099.tmp-deadbeef").mkdir()
+    assert builder.prune("derm", keep=1) == [1]
+    assert sorted(p.name for p in folder.iterdir()) == ["v0002", "v0003"]
+    assert CollectionIndex.load(store, "derm").version.version == 3
+
+
+def medret(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medret", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_real_ham10000_index_add_remove_and_kill(shared_data: Path, tmp_path: Path) -> None:
+    ham = shared_data / "ham10000"
+    ckpt = make_checkpoint(tmp_path / "ham.safetensors", HAM_CODES)
+    common = ["--data-dir", str(tmp_path / "data"), "--collection", "derm"]
+    first = medret("index", *common, "--checkpoint", str(ckpt), "--source", str(ham))
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout)
+    assert summary["added"] == 5105
+    assert summary["vector_count"] == 5105
+    assert summary["failed"] == []
+
+    again = medret("index", *common, "--checkpoint", str(ckpt), "--source", str(ham), "--add")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["added"] == 0
+
+    key = read_archive(ham).samples[0].key
+    gone = medret("index", *common, "--remove", key)
+    assert gone.returncode == 0, gone.stderr[-2000:]
+    listing = medret("index", "--data-dir", str(tmp_path / "data"), "--list")
+    assert json.loads(listing.stdout)[0]["cases"] == 5104
+
+    # kill -9 a full build in the middle: the earlier version stays active and searchable
+    store = MetadataStore.open(f"sqlite:///{tmp_path / 'data' / 'medret.db'}")
+    coll = store.get_collection("derm")
+    active_before = store.active_version(coll.id)
+    other = make_checkpoint(tmp_path / "other.safetensors", HAM_CODES, seed=3)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medret",
+            "index",
+            *common,
+            "--checkpoint",
+            str(other),
+            "--source",
+            str(ham),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    job = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        job = store.running_job(coll.id)
+        if job is not None and (job.progress or 0) > 0.05:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert store.active_version(coll.id).id == active_before.id
+    assert store.reap_stale_jobs() == [job.id]
+    assert store.get_job(job.id).state == "failed"
+    index = CollectionIndex.load(store, "derm")
+    assert index.size == 5104
+    assert index.version.checkpoint_sha256 == load_checkpoint(ckpt).sha256
+    store.close()
