@@ -31,6 +31,8 @@ uniformly random unit vectors, the unrealistically hard case with no structure t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import logging
 import math
@@ -78,7 +80,7 @@ def clustered_embeddings(n: int, dim: int, *, clusters: int, seed: int) -> npt.N
     out = np.empty((n, dim), dtype=np.float32)
     members = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[members], np.arange(clusters + 1))
-    for c in tqdm(range(clusters), desc="generating", unit="cluster", leave=False):
+    for c in tqdm(range(clusters), desc="generating", unit="cluster", leave=False, disable=None):
         rows = members[bounds[c] : bounds[c + 1]]
         if rows.size == 0:
             continue
@@ -107,7 +109,14 @@ def exact_neighbours(
 
 
 def rss_bytes() -> int:
-    """Resident memory of this process (Linux ``/proc/self/statm``)."""
+    """Resident memory of this process (Linux ``/proc/self/statm``), after giving back free heap.
+
+    ``malloc_trim`` returns memory that glibc keeps after ``free`` (at small scale, freed
+    numpy temporaries would otherwise be reused by the index and hide its size).
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with Path("/proc/self/statm").open() as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -131,7 +140,7 @@ def time_single_queries(
         index.search(q[None, :], K)
     latencies = np.empty(len(queries))
     found = np.empty((len(queries), K), dtype=np.int64)
-    for i in tqdm(range(len(queries)), desc="queries", leave=False):
+    for i in tqdm(range(len(queries)), desc="queries", leave=False, disable=None):
         query = queries[i : i + 1]
         start = time.perf_counter()
         _, ids = index.search(query, K)
@@ -155,7 +164,6 @@ class BuildReport:
 
 def build_and_measure(vectors: npt.NDArray[np.float32], spec: IndexSpec, seed: int) -> BuildReport:
     """Build with ids 0..n-1 (row = id), measuring time, resident memory and file size."""
-    gc.collect()
     before = rss_bytes()
     start = time.perf_counter()
     index = VectorIndex.build(
@@ -166,7 +174,6 @@ def build_and_measure(vectors: npt.NDArray[np.float32], spec: IndexSpec, seed: i
         seed=seed,
     )
     build_s = time.perf_counter() - start
-    gc.collect()
     rss_delta = rss_bytes() - before
     with tempfile.TemporaryDirectory(prefix="index_speed_") as folder:
         index.save(Path(folder))
@@ -221,8 +228,8 @@ def main() -> None:
     data = clustered_embeddings(args.n + args.queries, args.dim, clusters=clusters, seed=args.seed)
     vectors, queries = data[: args.n], data[args.n :].copy()
     del data
-    truth = exact_neighbours(vectors, queries)
     report = build_and_measure(vectors, spec, args.seed)
+    truth = exact_neighbours(vectors, queries)
     timing = time_single_queries(report.index, queries, truth)
 
     rows = [("clustered", report, timing)]
@@ -240,8 +247,8 @@ def main() -> None:
         uniform = uniform_embeddings(args.n + args.queries, args.dim, seed=args.seed + 1)
         u_vectors, u_queries = uniform[: args.n], uniform[args.n :].copy()
         del uniform
-        u_truth = exact_neighbours(u_vectors, u_queries)
         u_report = build_and_measure(u_vectors, spec, args.seed)
+        u_truth = exact_neighbours(u_vectors, u_queries)
         rows.append(
             ("uniform random", u_report, time_single_queries(u_report.index, u_queries, u_truth))
         )

@@ -31,6 +31,12 @@ Decisions
   :func:`save_vectors`), each written under a temporary name, fsynced and moved into place
   with ``os.replace``. The sidecar records the size and SHA-256 of ``index.faiss``, so a
   truncated, corrupt or mismatched pair is refused on load instead of crashing in FAISS.
+* **Threads.** This module never sets FAISS's OpenMP thread count (a process-wide
+  setting). One query gains nothing from OpenMP, and on busy cores every parallel region
+  waits for descheduled threads (measured: an HNSW query 0.1 ms alone, 7 ms with 2 threads on
+  2 loaded cores), so ids under an IDMap are mapped in numpy rather than by
+  ``IndexIDMap.search``'s parallel loop, and a server answering single queries from several
+  request threads should call ``faiss.omp_set_num_threads(1)``.
 * **Concurrency.** Concurrent :meth:`VectorIndex.search` calls are safe; ``add``,
   ``remove``, ``set_search_params`` and ``save`` must not run concurrently with anything
   else on the same object (new versions are built as new objects in new folders).
@@ -71,7 +77,7 @@ IDS_FILE = "ids.npy"
 NORM_TOLERANCE = 1e-3
 """Largest | ‖v‖ − 1 | accepted as already normalised."""
 FLAT_MAX_VECTORS = 50_000
-"""Below this many vectors :func:`choose_factory` picks exact search: ≲ 13 ms a query at 256-d."""
+"""Below this many vectors :func:`choose_factory` picks exact search (≤ 12.8 M MACs a query)."""
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 """Default efSearch for HNSW32 (bench/index_speed_search.py sweeps it: recall@10 ≥ 0.95)."""
@@ -155,10 +161,35 @@ def pq_subquantizers(dim: int) -> int:
     return max(m for m in range(1, limit + 1) if dim % m == 0)
 
 
+def default_nprobe(nlist: int) -> int:
+    """Inverted lists probed by default: nlist/64 clipped to [16, 256] (and to nlist)."""
+    return min(nlist, 256, max(16, nlist // 64))
+
+
+def default_search_params(index: Any) -> dict[str, int | float]:
+    """The search parameters :func:`choose_factory` would give this kind of index.
+
+    HNSW: ``efSearch = 128`` (FAISS's own default, 16, misses recall@10 ≥ 0.95 at scale);
+    IVF: ``nprobe`` = :func:`default_nprobe`; a refine stage: ``k_factor_rf = 8`` (FAISS's
+    default, 1, re-ranks nothing).
+    """
+    params: dict[str, int | float] = {}
+    kind = _kind(index)
+    ivf = _ivf(index)
+    if kind == "graph":
+        params["efSearch"] = HNSW_EF_SEARCH
+    elif kind == "ivf" and ivf is not None:
+        params["nprobe"] = default_nprobe(int(ivf.nlist))
+    if _has_refine(index):
+        params["k_factor_rf"] = IVF_REFINE_K_FACTOR
+    return params
+
+
 def choose_factory(n: int, dim: int, *, memory_budget_bytes: int = 8 * 2**30) -> IndexSpec:
     """Pick an index for ``n`` vectors of ``dim`` dimensions, autofaiss-style.
 
-    1. ``n < 50,000`` → ``Flat``: exact, and a query costs at most ~13 M multiply-adds.
+    1. ``n < 50,000`` → ``Flat``: exact, and a query costs < 50,000 × dim multiply-adds
+       (12.8 M at 256-d: a few ms on one core).
     2. ``HNSW32,Flat`` with ``efSearch = 128`` when ``n × hnsw_bytes_per_vector(dim)`` fits
        the budget: the fastest CPU search at recall@10 ≥ 0.95, exact re-scoring for free
        (full vectors). Cannot remove ids (rebuild from :func:`load_vectors`).
@@ -177,7 +208,7 @@ def choose_factory(n: int, dim: int, *, memory_budget_bytes: int = 8 * 2**30) ->
         return IndexSpec(f"HNSW{HNSW_M},Flat", dim, {"efSearch": HNSW_EF_SEARCH})
     nlist = ivf_list_count(n)
     pq_m = pq_subquantizers(dim)
-    nprobe = int(min(256, max(16, nlist // 64)))
+    nprobe = default_nprobe(nlist)
     if n * ivf_pq_bytes_per_vector(dim, pq_m, refine=True) <= memory_budget_bytes:
         return IndexSpec(
             f"IVF{nlist},PQ{pq_m}x8,Refine(SQ8)",
@@ -320,6 +351,13 @@ def _min_training_points(index: Any) -> int:
     return need
 
 
+def _has_refine(index: Any) -> bool:
+    sub = faiss.downcast_index(index)
+    while isinstance(sub, faiss.IndexIDMap | faiss.IndexPreTransform):
+        sub = faiss.downcast_index(sub.index)
+    return isinstance(sub, faiss.IndexRefine)
+
+
 def _ivf(index: Any) -> Any | None:
     """The IVF index inside ``index``, or None."""
     return faiss.try_extract_index_ivf(index)
@@ -407,11 +445,13 @@ def _empty_result(nq: int, k: int) -> tuple[FloatArray, IdArray]:
     return np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
 
 
-def _finalised(scores: npt.ArrayLike, ids: npt.ArrayLike) -> tuple[FloatArray, IdArray]:
-    """float32 scores and int64 ids, with FAISS's ``-FLT_MAX`` for missing hits as ``-inf``."""
-    out_ids = np.ascontiguousarray(ids, dtype=np.int64)
-    out_scores = np.array(scores, dtype=np.float32)
-    out_scores[out_ids < 0] = -np.inf
+def _finalised(scores: npt.ArrayLike, ids: npt.ArrayLike, *, k: int) -> tuple[FloatArray, IdArray]:
+    """(Q, k) float32 scores and int64 ids: padded, FAISS's ``-FLT_MAX`` misses as ``-inf``."""
+    found_ids = np.asarray(ids, dtype=np.int64)
+    out_scores, out_ids = _empty_result(len(found_ids), k)
+    width = found_ids.shape[1]
+    out_ids[:, :width] = found_ids
+    out_scores[:, :width] = np.where(found_ids >= 0, scores, -np.inf)
     return out_scores, out_ids
 
 
@@ -707,7 +747,9 @@ class VectorIndex:
 
         Validates and normalises the vectors, trains on a seeded sample when the factory
         needs training (falling back to ``Flat`` when there are too few vectors), adds in
-        batches with the ids, and applies ``spec.search_params``.
+        batches with the ids, and applies ``spec.search_params`` over
+        :func:`default_search_params` (so ``IndexSpec("HNSW32,Flat", d)`` searches with
+        efSearch 128, not FAISS's 16).
         """
         if not checkpoint_sha256:
             raise VectorIndexError("checkpoint_sha256 is required: an index records its model")
@@ -882,15 +924,15 @@ class VectorIndex:
         if self.ntotal == 0 or len(q) == 0:
             return _empty_result(len(q), k)
         if allowed_ids is None:
-            scores, ids = self._search_plain(q, k)
-            return _finalised(scores, ids)
+            return _finalised(*self._search_plain(q, min(k, self.ntotal)), k=k)
         allowed = np.unique(_as_ids(allowed_ids, "allowed_ids"))
         allowed = allowed[_isin_sorted(allowed, self._ids_sorted())]
         if allowed.size == 0:
             return _empty_result(len(q), k)
+        k_hits = min(k, int(allowed.size))  # FAISS allocates (Q, k) results: ask for no more
         if self._gpu_index is not None:
-            return _finalised(*self._search_gpu_filtered(q, k, allowed))
-        return _finalised(*self._search_cpu_filtered(q, k, allowed))
+            return _finalised(*self._search_gpu_filtered(q, k_hits, allowed), k=k)
+        return _finalised(*self._search_cpu_filtered(q, k_hits, allowed), k=k)
 
     def _search_plain(self, q: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
         if self._gpu_index is not None and k <= GPU_MAX_K:
@@ -1085,7 +1127,10 @@ class VectorIndex:
 
 
 def _new_index(spec: IndexSpec, n: int) -> tuple[Any, IndexSpec, str | None]:
-    """An empty CPU index for ``spec``, the spec actually used, and why it differs (or None)."""
+    """An empty CPU index for ``spec``, the spec actually used, and why it differs (or None).
+
+    The spec actually used adds :func:`default_search_params` for parameters ``spec`` omits.
+    """
     factory = spec.factory.strip()
     try:
         index = faiss.index_factory(spec.dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -1102,7 +1147,8 @@ def _new_index(spec: IndexSpec, n: int) -> tuple[Any, IndexSpec, str | None]:
         return flat, IndexSpec("Flat", spec.dim, {}), reason
     if not _has_native_ids(index):
         index = faiss.index_factory(spec.dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
-    return index, spec, None
+    params = {**default_search_params(index), **spec.search_params}
+    return index, replace(spec, search_params=params), None
 
 
 def _train(index: Any, vectors: FloatArray, train_sample: int, seed: int, *, gpu: bool) -> int:
@@ -1168,8 +1214,8 @@ def _read_index_file(folder: Path, sidecar: Mapping[str, Any]) -> Any:
     size = path.stat().st_size
     if size != sidecar["index_bytes"] or _sha256(path) != sidecar["index_sha256"]:
         raise VectorIndexError(
-            f"{path} is corrupt or does not belong to its sidecar ({size} bytes, the sidecar "
-            f"records {sidecar['index_bytes']} bytes and a different SHA-256)"
+            f"{path} is corrupt or does not belong to its sidecar: its size ({size} bytes) or "
+            f"SHA-256 differs from the recorded ({sidecar['index_bytes']} bytes)"
         )
     try:
         index = faiss.read_index(str(path))
