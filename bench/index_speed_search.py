@@ -64,7 +64,7 @@ POINTS_PER_CLUSTER = 500
 K = 10
 P50_GOAL_MS = 5.0
 RECALL_GOAL = 0.95
-SWEEPS = {"efSearch": [16, 32, 64, 128, 256], "nprobe": [8, 16, 32, 64, 128, 256]}
+SWEEPS = {"efSearch": [32, 64, 128, 256, 512, 1024], "nprobe": [8, 16, 32, 64, 128, 256]}
 
 
 def clustered_embeddings(n: int, dim: int, *, clusters: int, seed: int) -> npt.NDArray[np.float32]:

@@ -26,6 +26,7 @@ Only one job per collection runs at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from indexer.embedding import embed_samples
-from indexer.store import CaseRow, MetadataStore, hash_group_key
+from indexer.store import CaseRow, MetadataStore, hash_group_key, is_identifying_key
 from indexer.vector_index import (
     IndexSpec,
     VectorIndex,
@@ -142,8 +143,9 @@ class IndexBuilder:
         job_id: str,
     ) -> tuple[int, int, VectorIndex]:
         """Build and save a complete version folder; returns (version row id, number, index)."""
+        base = collection_folder(self.cfg.data_dir, collection).resolve()
         number = self.store.next_version_number(collection_id)
-        folder = collection_folder(self.cfg.data_dir, collection) / f"v{number:04d}"
+        folder = base / f"v{number:04d}-{job_id[:8]}"
         version = self.store.create_version(
             collection_id,
             path=str(folder),
@@ -151,6 +153,7 @@ class IndexBuilder:
             factory=spec.factory,
             params={"search": dict(spec.search_params), "job": job_id},
         )
+        number = version.version
         try:
             index = VectorIndex.build(vectors, ids, spec, checkpoint_sha256=checkpoint_sha256)
             tmp = folder.with_name(f"{folder.name}.tmp-{job_id[:8]}")
@@ -159,8 +162,8 @@ class IndexBuilder:
             tmp.mkdir(parents=True)
             index.save(tmp)
             save_vectors(tmp, vectors, ids)
-            if folder.exists():  # left by a version that never became active
-                shutil.rmtree(folder)
+            if folder.exists():
+                raise IndexBuildError(f"{folder} already exists; another build uses it")
             tmp.rename(folder)
         except Exception as exc:
             self.store.fail_version(version.id, str(exc))
@@ -319,8 +322,28 @@ class IndexBuilder:
             ids = np.concatenate([base_ids, ids])
         deleted: list[int] = []
         if mode == "full":
-            present = {h for h in embedded.hashes}
-            deleted = [case_id for h, case_id in known.items() if h not in present]
+            # cases whose content is gone from the archive; a file that merely failed to
+            # read this time keeps its case (and its old vector, see below)
+            present = set(embedded.hashes) | {h for _, h in embedded.duplicates}
+            unread = {key for key, _ in embedded.failed}
+            gone = {case_id for h, case_id in known.items() if h not in present}
+            kept_unread = (
+                set(self.store.find_case_ids(collection_id, external_ids=sorted(unread))) & gone
+                if unread
+                else set()
+            )
+            deleted = sorted(gone - kept_unread)
+            if kept_unread:
+                if active is None or active.checkpoint_sha256 != loaded.sha256:
+                    raise IndexBuildError(
+                        f"{len(kept_unread)} indexed file(s) could not be read this time (e.g. "
+                        f"{sorted(unread)[0]}); they cannot be re-embedded with the new "
+                        "checkpoint — fix them or remove the cases first"
+                    )
+                old_vectors, old_ids = load_vectors(Path(active.path))
+                mask = np.isin(old_ids, np.asarray(sorted(kept_unread), dtype=np.int64))
+                vectors = np.concatenate([vectors, old_vectors[mask]])
+                ids = np.concatenate([ids, old_ids[mask]])
         spec = self._spec_for(
             len(ids),
             loaded.meta.model.embed_dim,
@@ -330,20 +353,22 @@ class IndexBuilder:
         version_id, number, _ = self._write_version(
             collection_id, collection, vectors, ids, spec, loaded.sha256, job_id
         )
-        with self.store.session() as session:
-            self.store.add_cases(session, new_rows, collection_id=collection_id)
-            if updates:
-                self.store.update_cases(session, list(updates.values()))
-            if deleted:
-                self.store.delete_cases(session, deleted)
-            if mode == "full":
-                self.store.set_collection_checkpoint(
-                    session,
-                    collection_id,
-                    checkpoint_sha256=loaded.sha256,
-                    checkpoint_path=str(checkpoint),
-                )
-            self.store.activate_version(session, version_id, len(ids))
+        try:
+            self._activate(
+                collection_id,
+                active,
+                version_id,
+                len(ids),
+                loaded,
+                checkpoint,
+                mode,
+                deleted,
+                updates,
+                new_rows,
+            )
+        except BaseException as exc:
+            self.store.fail_version(version_id, str(exc))
+            raise
         result.version = number
         result.vector_count = len(ids)
         result.added = len(new_rows)
@@ -353,13 +378,62 @@ class IndexBuilder:
         log.info("collection %s: version %d active with %d vectors", collection, number, len(ids))
         return result
 
+    def _activate(
+        self,
+        collection_id: int,
+        active: Any,
+        version_id: int,
+        vector_count: int,
+        loaded: LoadedCheckpoint,
+        checkpoint: Path,
+        mode: str,
+        deleted: list[int],
+        updates: dict[int, CaseRow],
+        new_rows: list[CaseRow],
+    ) -> None:
+        """The one transaction that changes what queries see (module docstring)."""
+        self._check_active_unchanged(collection_id, active)
+        with self.store.session() as session:
+            if deleted:
+                self.store.delete_cases(session, deleted)
+            if updates:
+                # external ids may move between cases (renames, swaps): park them first
+                parked = [
+                    dataclasses.replace(row, external_id=f"__moving__{row.id}")
+                    for row in updates.values()
+                ]
+                self.store.update_cases(session, parked)
+                session.flush()
+                self.store.update_cases(session, list(updates.values()))
+            self.store.add_cases(session, new_rows, collection_id=collection_id)
+            if mode == "full":
+                self.store.set_collection_checkpoint(
+                    session,
+                    collection_id,
+                    checkpoint_sha256=loaded.sha256,
+                    checkpoint_path=str(checkpoint),
+                )
+            self.store.activate_version(session, version_id, vector_count)
+
+    def _check_active_unchanged(self, collection_id: int, before: Any) -> None:
+        """Refuse to activate on top of a version another job activated meanwhile."""
+        now = self.store.active_version(collection_id)
+        if (now.id if now else None) != (before.id if before else None):
+            raise IndexBuildError(
+                "another job activated a new version while this one was building; run it again"
+            )
+
     def _external_ids(self, collection_id: int) -> set[str]:
         return set(self.store.external_ids(collection_id))
 
     def _row(
         self, case_id: int, sample: Sample, content_hash: str, decoded_meta: Mapping[str, str]
     ) -> CaseRow:
-        meta = {**dict(sample.metadata), **dict(decoded_meta)}
+        meta = {
+            k: v
+            for k, v in {**dict(sample.metadata), **dict(decoded_meta)}.items()
+            if not is_identifying_key(k)
+        }
         return CaseRow(
             id=case_id,
             external_id=sample.key,
@@ -414,6 +488,7 @@ class IndexBuilder:
                 active.checkpoint_sha256,
                 job,
             )
+            self._check_active_unchanged(coll.id, active)
             with self.store.session() as session:
                 deleted = self.store.delete_cases(session, ids)
                 self.store.activate_version(session, version_id, int(keep.sum()))
@@ -454,7 +529,7 @@ class IndexBuilder:
             pruned_numbers.append(v.version)
         folder = collection_folder(self.cfg.data_dir, collection)
         if folder.is_dir():
-            for leftover in folder.glob("v*.tmp-*"):
+            for leftover in folder.glob("v*.tmp-*"):  # builds that never finished
                 shutil.rmtree(leftover, ignore_errors=True)
         if pruned_ids:
             self.store.mark_pruned(pruned_ids)

@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
 from indexer.store import MetadataStore, StoreError
 from indexer.vector_index import VectorIndexError
@@ -27,8 +30,27 @@ def database_url(data_dir: Path, url: str | None) -> str:
 
 
 def open_store(args: argparse.Namespace) -> MetadataStore:
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    return MetadataStore.open(database_url(args.data_dir, args.db))
+    args.data_dir = args.data_dir.resolve()  # version paths in SQL must not depend on the cwd
+    try:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the data directory {args.data_dir}: {exc}") from exc
+    if not os.access(args.data_dir, os.W_OK):
+        raise CommandError(f"the data directory {args.data_dir} is not writable")
+    url = database_url(args.data_dir, args.db)
+    try:
+        return MetadataStore.open(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot open the database {_redact(url)}: {first}") from exc
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(unparseable URL)"
 
 
 def _print(data: Any) -> None:
@@ -72,15 +94,32 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
         _print({"pruned_versions": builder.prune(args.collection, keep=args.keep)})
         return 0
     if args.remove:
+        # each token may be a case id or an external id; every token must match something
+        coll = store.get_collection(args.collection)
+        missing = [
+            token
+            for token in args.remove
+            if not store.find_case_ids(
+                coll.id,
+                external_ids=[token],
+                case_ids=[int(token)] if token.isdigit() else [],
+            )
+        ]
+        if missing:
+            raise CommandError(
+                f"no case in {args.collection!r} has the id or external id {missing}; "
+                "nothing was removed"
+            )
         case_ids = [int(x) for x in args.remove if x.isdigit()]
-        external = [x for x in args.remove if not x.isdigit()]
-        result = builder.remove(args.collection, case_ids=case_ids, external_ids=external)
+        result = builder.remove(args.collection, case_ids=case_ids, external_ids=args.remove)
         _print(result.to_dict())
         return 0
     if args.checkpoint is None or args.source is None:
         raise CommandError("building needs --checkpoint and --source")
     if not args.source.exists():
         raise CommandError(f"--source {args.source} does not exist")
+    if args.index_factory:
+        check_factory(args.index_factory)
     result = builder.build(
         args.collection,
         args.checkpoint,
@@ -92,6 +131,19 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
     summary["failed"] = summary["failed"][:50]
     _print(summary)
     return 0
+
+
+def check_factory(factory: str) -> None:
+    """Fail before embedding anything if FAISS cannot make this index."""
+    import faiss
+
+    try:
+        faiss.index_factory(64, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise CommandError(
+            f"--index-factory {factory!r} is not a valid FAISS factory "
+            "string (e.g. Flat, HNSW32,Flat, IVF1024,PQ16x8)"
+        ) from None
 
 
 def _job(job: Any) -> dict[str, Any]:

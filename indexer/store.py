@@ -116,8 +116,15 @@ _SQLITE_BEGIN_OPTION: Final = "medret_sqlite_begin"
 _IN_CHUNK: Final = 10_000  # ids per IN (…) list: below SQLite's and PostgreSQL's bind limits
 _META_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
 # Metadata keys that would hold direct identifiers (DESIGN.md §6): refused by add_cases.
 # Compared case-insensitively with "_", "-" and spaces removed.
+def is_identifying_key(key: str) -> bool:
+    """Whether a metadata key names a direct identifier (such values are never stored)."""
+    return re.sub(r"[\s_\-]", "", key).lower() in _IDENTIFYING_META_KEYS
+
+
 _IDENTIFYING_META_KEYS: Final = frozenset(
     {
         "patientname",
@@ -1296,7 +1303,9 @@ class MetadataStore:
                 idle_s = (now - last_beat).total_seconds()
                 if row.host == host and row.pid is not None and not _pid_alive(row.pid):
                     reason = f"process {row.pid} on {host} no longer exists"
-                elif idle_s > stale_after_s:
+                elif idle_s > stale_after_s and not (
+                    row.host == host and row.pid is not None and _pid_alive(row.pid)
+                ):  # a live process on this host is slow, not dead
                     reason = f"no heartbeat from process {row.pid} on {row.host} for {idle_s:.0f} s"
                 else:
                     continue

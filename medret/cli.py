@@ -206,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # libraries' start-up chatter is not for the person at the terminal
+        for noisy in ("faiss", "alembic", "PIL", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

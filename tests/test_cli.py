@@ -35,7 +35,7 @@ def test_every_subcommand_has_help(name: str) -> None:
     assert f"usage: medret {name}" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["index", "serve", "demo"])
+@pytest.mark.parametrize("name", ["serve", "demo"])
 def test_unbuilt_subcommands_say_so_and_fail(name: str) -> None:
     result = medret(name)
     assert result.returncode == 3
