@@ -444,7 +444,9 @@ def test_reap_stale_jobs_fails_jobs_whose_process_died(store: MetadataStore) -> 
         assert still.state == "running"
 
     time.sleep(0.05)
-    assert sorted(store.reap_stale_jobs(stale_after_s=0.01)) == sorted([alive.id, remote.id])
+    # a silent job on another host is presumed dead; a live process on this host is only slow
+    assert store.reap_stale_jobs(stale_after_s=0.01) == [remote.id]
+    assert store.get_job(alive.id).state == "running"
     assert store.reap_stale_jobs() == []
 
 
