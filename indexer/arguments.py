@@ -6,27 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from model.arguments import non_negative_int, positive_int
+
 DEFAULT_DATA_DIR = "data"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"cannot be negative, got {value}")
-    return value
 
 
 def add_index_arguments(p: argparse.ArgumentParser) -> None:

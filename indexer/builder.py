@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from indexer.embedding import embed_samples
-from indexer.store import CaseRow, MetadataStore, hash_group_key, is_identifying_key
+from indexer.store import CaseRow, MetadataStore, hash_group_key
 from indexer.vector_index import (
     IndexSpec,
     VectorIndex,
@@ -49,8 +49,10 @@ from indexer.vector_index import (
     load_vectors,
     save_vectors,
 )
-from model.archives import Archive, Sample, read_archive
+from model.archives import Archive, Sample, is_identifying_key, read_archive
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
+from model.device import DeviceError
+from model.device import resolve_device as model_resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +96,10 @@ class BuildResult:
 
 
 def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise IndexBuildError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IndexBuildError(f"device {spec!r} was asked for but no GPU is visible")
-    return device
+        return model_resolve_device(spec)
+    except DeviceError as exc:
+        raise IndexBuildError(str(exc)) from None
 
 
 def collection_folder(data_dir: Path, collection: str) -> Path:

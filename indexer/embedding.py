@@ -11,27 +11,24 @@ on CUDA), while the workers prepare the next batches. An unreadable file is repo
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from model.archives import Sample, load_pixels
-from model.decoding import DecodeLimits, ImageDecodeError, decode_image
+from model.archives import Sample, decode_content, sample_content
+from model.decoding import DEFAULT_LIMITS, DecodeLimits, ImageDecodeError
+from model.device import autocast
 from model.preprocessing import PreprocessConfig, fit_to_canvas, normalise
 from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LIMITS = DecodeLimits()
 ProgressCallback = Callable[[int, int], None]  # (samples done, samples total)
 
 
@@ -45,16 +42,6 @@ class Prepared:
     metadata: Mapping[str, str]
     error: str = ""
     known: bool = False
-
-
-def sample_content(sample: Sample, limits: DecodeLimits) -> tuple[str, bytes | np.ndarray]:
-    """(SHA-256 of the content, the content): file bytes, or the pixel array of an npz row."""
-    if sample.path is not None:
-        data = sample.path.read_bytes()
-        return hashlib.sha256(data).hexdigest(), data
-    pixels = np.ascontiguousarray(load_pixels(sample, limits))
-    digest = hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
-    return digest, pixels
 
 
 class ArchiveImages(Dataset[Prepared]):
@@ -78,20 +65,15 @@ class ArchiveImages(Dataset[Prepared]):
     def __getitem__(self, i: int) -> Prepared:
         sample = self.samples[i]
         try:
-            if sample.path is not None and sample.path.stat().st_size > self.limits.max_bytes:
-                return Prepared(i, "", None, {}, error="file is over the size limit")
             digest, content = sample_content(sample, self.limits)
-        except (OSError, ImageDecodeError) as exc:
+        except ImageDecodeError as exc:  # a file over limits.max_bytes
+            return Prepared(i, "", None, {}, error=str(exc))
+        except (OSError, ValueError, KeyError, IndexError) as exc:
             return Prepared(i, "", None, {}, error=f"cannot read: {exc}")
         if digest in self.known:
             return Prepared(i, digest, None, {}, known=True)
-        metadata: Mapping[str, str] = {}
         try:
-            if isinstance(content, bytes):
-                decoded = decode_image(content, self.limits)
-                pixels, metadata = decoded.pixels, decoded.metadata
-            else:
-                pixels = content
+            pixels, metadata = decode_content(content, self.limits)
         except ImageDecodeError as exc:
             return Prepared(i, digest, None, {}, error=str(exc))
         return Prepared(i, digest, fit_to_canvas(pixels, self.pre.image_size), dict(metadata))
@@ -118,12 +100,6 @@ class EmbedResult:
     def images_per_s(self) -> float:
         done = len(self.indices) + len(self.known) + len(self.duplicates) + len(self.failed)
         return done / self.seconds if self.seconds else 0.0
-
-
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.inference_mode()
@@ -175,7 +151,7 @@ def embed_samples(
                 kept.append(item)
         if canvases:
             x = normalise(torch.stack(canvases).to(device, non_blocking=True), pre)
-            with _autocast(device, bf16):
+            with autocast(device, bf16):
                 emb = model.forward_embedding(x)
             emb = torch.nn.functional.normalize(emb.float(), dim=1)
             chunks.append(emb.cpu().numpy())

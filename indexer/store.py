@@ -95,6 +95,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from model.archives import is_identifying_key
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
@@ -116,30 +118,6 @@ _SQLITE_BEGIN_OPTION: Final = "medret_sqlite_begin"
 _IN_CHUNK: Final = 10_000  # ids per IN (…) list: below SQLite's and PostgreSQL's bind limits
 _META_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-# Metadata keys that would hold direct identifiers (DESIGN.md §6): refused by add_cases.
-# Compared case-insensitively with "_", "-" and spaces removed.
-def is_identifying_key(key: str) -> bool:
-    """Whether a metadata key names a direct identifier (such values are never stored)."""
-    return re.sub(r"[\s_\-]", "", key).lower() in _IDENTIFYING_META_KEYS
-
-
-_IDENTIFYING_META_KEYS: Final = frozenset(
-    {
-        "patientname",
-        "patientid",
-        "patientbirthdate",
-        "patientaddress",
-        "patienttelephonenumbers",
-        "otherpatientids",
-        "otherpatientnames",
-        "patientmothersbirthname",
-        "referringphysicianname",
-        "institutionaladdress",
-        "accessionnumber",
-    }
-)
 
 
 class StoreError(RuntimeError):
@@ -581,7 +559,7 @@ def _check_case_row(row: CaseRow) -> None:
             f"case {row.id}: group_key_hash must be hash_group_key(key, salt), never the key"
         )
     for key in row.meta:
-        if re.sub(r"[\s_\-]", "", key).lower() in _IDENTIFYING_META_KEYS:
+        if is_identifying_key(key):
             raise StoreError(
                 f"case {row.id}: metadata key {key!r} holds a direct identifier; the store "
                 "keeps no patient names or ids (DESIGN.md §6)"

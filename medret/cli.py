@@ -116,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(handler=not_built(name, tracked_in))
 
+    from model.arguments import positive_int
     from training.arguments import (
         add_ablate_arguments,
         add_evaluate_arguments,
         add_train_arguments,
-        positive_int,
     )
 
     p = sub.add_parser(

@@ -83,7 +83,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.config import Task
-from model.decoding import DEFAULT_LIMITS, DecodeLimits, decode_file
+from model.decoding import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    check_byte_count,
+    decode_file,
+    decode_image,
+)
 
 if TYPE_CHECKING:
     from model.checkpoint import LabelSpace
@@ -153,7 +159,9 @@ _SPLIT_ALIASES: Mapping[str, str] = {
     "testing": "test",
 }
 _SKIPPED_DIR_NAMES = frozenset({"__MACOSX"})
-# Normalised (lower case, letters and digits only) column names that identify a person.
+# Normalised (lower case, letters and digits only) names of columns / metadata keys that
+# hold a direct identifier of a person. The one list: the archive readers drop such
+# columns and the metadata store refuses such keys (:func:`is_identifying_key`).
 _IDENTIFYING_COLUMNS = frozenset(
     {
         "name",
@@ -178,6 +186,14 @@ _IDENTIFYING_COLUMNS = frozenset(
         "mrn",
         "medicalrecordnumber",
         "ssn",
+        "patientid",
+        "patienttelephonenumbers",
+        "otherpatientids",
+        "otherpatientnames",
+        "patientmothersbirthname",
+        "referringphysicianname",
+        "institutionaladdress",
+        "accessionnumber",
     }
 )
 
@@ -371,6 +387,37 @@ def read_archive(
     _warn_on_groups_in_several_splits(archive)
     logger.info("%s", archive.summary())
     return archive
+
+
+def sample_content(
+    sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[str, bytes | np.ndarray]:
+    """(content SHA-256, what to decode): a file's bytes, read once, or an array's pixels.
+
+    The hash is a case's content identity (the training cache and the indexer key on it).
+    Raises :class:`model.decoding.ImageDecodeError` (``TOO_LARGE``) for a file over
+    ``limits.max_bytes``, and OSError/ValueError/KeyError/IndexError for content that
+    cannot be read at all.
+    """
+    if sample.path is not None:
+        check_byte_count(sample.path.stat().st_size, limits)
+        with sample.path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)  # decode_image refuses anything longer
+        return hashlib.sha256(data).hexdigest(), data
+    pixels = np.ascontiguousarray(load_pixels(sample, limits), dtype=np.uint8)
+    digest = hashlib.sha256(b"array:" + repr(pixels.shape).encode() + b":")
+    digest.update(pixels.tobytes())
+    return digest.hexdigest(), pixels
+
+
+def decode_content(
+    content: bytes | np.ndarray, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, Mapping[str, str]]:
+    """(uint8 pixels, non-identifying metadata) of what :func:`sample_content` returned."""
+    if isinstance(content, bytes):
+        decoded = decode_image(content, limits)
+        return decoded.pixels, decoded.metadata
+    return content, {}
 
 
 def load_pixels(sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -608,7 +655,8 @@ def _require_column(header: Sequence[str], names: Sequence[str], path: Path, wha
     return column
 
 
-def _is_identifying(column: str) -> bool:
+def is_identifying_key(column: str) -> bool:
+    """Whether a column or metadata key names a direct identifier (never kept or stored)."""
     return re.sub(r"[^a-z0-9]", "", column.lower()) in _IDENTIFYING_COLUMNS
 
 
@@ -643,11 +691,11 @@ def _read_manifest(root: Path, carve: _Carver) -> Archive:
     split_column = _find_column(header, ("split",))
     group_column = _find_column(header, _MANIFEST_GROUP_COLUMNS)
     used = {file_column, label_column, split_column, group_column}
-    dropped = [name for i, name in enumerate(header) if i not in used and _is_identifying(name)]
+    dropped = [name for i, name in enumerate(header) if i not in used and is_identifying_key(name)]
     if dropped:
         logger.info("%s: not keeping identifying columns %s", labels_path, ", ".join(dropped))
     metadata_columns = [
-        (i, name) for i, name in enumerate(header) if i not in used and not _is_identifying(name)
+        (i, name) for i, name in enumerate(header) if i not in used and not is_identifying_key(name)
     ]
 
     skipped: Counter[str] = Counter()

@@ -9,28 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model.arguments import non_negative_int, positive_int
+
 VARIANTS = ("vit", "vit_multiscale", "vit_multiloss", "full", "cnn")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (argparse turns the error into a usage message)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"cannot be negative, got {value}")
-    return value
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,6 @@ an uninterrupted run would have made. Only rank 0 logs and writes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -37,9 +36,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+import model.device as model_device
 from model.archives import Archive, Sample, read_archive
 from model.checkpoint import CheckpointMeta, LabelSpace, load_checkpoint, save_checkpoint
 from model.config import ModelConfig, Task
+from model.device import DeviceError, autocast
 from model.preprocessing import PreprocessConfig, normalise
 from model.pretrained import load_pretrained_vit
 from model.vit import ModelOutput, MultiScaleViT, build_model, probabilities
@@ -96,24 +97,12 @@ def distributed_env() -> DistEnv:
 
 
 def resolve_device(spec: str, env: DistEnv) -> torch.device:
-    """'auto' → this rank's GPU when there is one, else the CPU; checks what was asked for."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    """This rank's device (see :func:`model.device.resolve_device`), made current on CUDA."""
     try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise TrainingError(f"device {spec!r} is not supported: use auto, cpu, cuda or cuda:N")
+        device = model_device.resolve_device(spec, env.local_rank)
+    except DeviceError as exc:
+        raise TrainingError(str(exc)) from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {spec!r} was asked for but no GPU is visible")
-        if device.index is None:
-            device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainingError(
-                f"device {spec!r}: only {torch.cuda.device_count()} GPU(s) are visible"
-            )
         torch.cuda.set_device(device)
     return device
 
@@ -222,12 +211,6 @@ def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Mo
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.inference_mode()

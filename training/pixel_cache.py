@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -60,13 +59,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from model.archives import Sample, load_pixels
+from model.archives import Sample, decode_content, sample_content
 from model.decoding import (
     DEFAULT_LIMITS,
     DecodeLimits,
     ImageDecodeError,
-    check_byte_count,
-    decode_image,
 )
 from model.preprocessing import fit_to_canvas
 
@@ -83,32 +80,11 @@ PIXELS_FILE = "pixels.u8"
 LOCK_FILE = "build.lock"
 
 
-def sample_content(
-    sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS
-) -> tuple[str, bytes | np.ndarray]:
-    """(content SHA-256, what to decode): a file's bytes, read once, or an array's pixels.
-
-    Raises :class:`model.decoding.ImageDecodeError` (``TOO_LARGE``) for a file over
-    ``limits.max_bytes``, and OSError/ValueError/KeyError/IndexError for content that
-    cannot be read at all.
-    """
-    if sample.path is not None:
-        check_byte_count(sample.path.stat().st_size, limits)
-        with sample.path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)  # decode_image refuses anything longer
-        return hashlib.sha256(data).hexdigest(), data
-    pixels = np.ascontiguousarray(load_pixels(sample, limits), dtype=np.uint8)
-    digest = hashlib.sha256(b"array:" + repr(pixels.shape).encode() + b":")
-    digest.update(pixels.tobytes())
-    return digest.hexdigest(), pixels
-
-
 def make_canvas(
     content: bytes | np.ndarray, size: tuple[int, int], limits: DecodeLimits
 ) -> np.ndarray:
     """The cached row for `content`: (3, H, W) uint8 (raises ImageDecodeError for bytes)."""
-    pixels = decode_image(content, limits).pixels if isinstance(content, bytes) else content
-    return fit_to_canvas(pixels, size).numpy()
+    return fit_to_canvas(decode_content(content, limits)[0], size).numpy()
 
 
 @dataclass

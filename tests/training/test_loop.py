@@ -294,6 +294,5 @@ def test_torchrun_two_processes(tiny_manifest: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_metrics(out)
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]  # one writer, no duplicates
-    # each rank takes half of the epoch's batches: 4 batches of 12 → 2 per rank, 48 images
     assert load_checkpoint(out / "best.safetensors").meta.training["epoch"] >= 1
     assert proc.stdout.count("best checkpoint:") == 1
