@@ -309,3 +309,31 @@ def test_real_ham10000_index_add_remove_and_kill(shared_data: Path, tmp_path: Pa
     assert index.size == 5104
     assert index.version.checkpoint_sha256 == load_checkpoint(ckpt).sha256
     store.close()
+
+
+def test_unreadable_array_rows_are_reported_not_fatal(tmp_path: Path) -> None:
+    from model.archives import ArrayRef, Sample
+
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "a.safetensors", ("A", "B")))
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_images=np.zeros((2, 28, 28), np.uint8))
+    samples = [
+        Sample(key="train/0", labels=(), split="train", array=ArrayRef(npz, "train_images", 0)),
+        Sample(key="train/9", labels=(), split="train", array=ArrayRef(npz, "train_images", 9)),
+        Sample(
+            key="gone/0",
+            labels=(),
+            split="train",
+            array=ArrayRef(tmp_path / "missing.npz", "train_images", 0),
+        ),
+    ]
+    result = embed_samples(
+        ckpt.model,
+        ckpt.meta.preprocessing,
+        samples,
+        device=torch.device("cpu"),
+        workers=0,
+        progress=False,
+    )
+    assert result.indices == [0]
+    assert [key for key, _ in result.failed] == ["train/9", "gone/0"]
