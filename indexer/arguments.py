@@ -11,7 +11,8 @@ from model.arguments import non_negative_int, positive_int
 DEFAULT_DATA_DIR = "data"
 
 
-def add_index_arguments(p: argparse.ArgumentParser) -> None:
+def add_location_arguments(p: argparse.ArgumentParser) -> None:
+    """--data-dir and --db, shared by the commands that open the metadata store."""
     where = p.add_argument_group("where the indexes and metadata live")
     where.add_argument(
         "--data-dir",
@@ -25,7 +26,16 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (env MEDRET_DATABASE_URL; "
         "default sqlite:///<data-dir>/medret.db)",
     )
+
+
+def add_migrate_arguments(p: argparse.ArgumentParser) -> None:
+    add_location_arguments(p)
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    add_location_arguments(p)
     p.add_argument("--collection", help="collection name (e.g. derm, cxr)")
+    p.add_argument("--job-id", help=argparse.SUPPRESS)  # a job the service queued for this run
 
     action = p.add_mutually_exclusive_group()
     action.add_argument(

@@ -204,7 +204,7 @@ class IndexBuilder:
             coll = self.store.ensure_collection(
                 collection,
                 checkpoint_sha256=loaded.sha256,
-                checkpoint_path=str(checkpoint),
+                checkpoint_path=str(checkpoint.resolve()),
                 task=loaded.meta.model.task.value,
                 label_codes=list(loaded.meta.labels.codes),
                 label_names=list(loaded.meta.labels.names),
@@ -408,7 +408,7 @@ class IndexBuilder:
                     session,
                     collection_id,
                     checkpoint_sha256=loaded.sha256,
-                    checkpoint_path=str(checkpoint),
+                    checkpoint_path=str(checkpoint.resolve()),
                 )
             self.store.activate_version(session, version_id, vector_count)
 
@@ -436,7 +436,7 @@ class IndexBuilder:
             external_id=sample.key,
             source_uri=str(sample.path)
             if sample.path is not None
-            else f"{sample.array.file}#{sample.array.array}[{sample.array.index}]"
+            else sample.array.uri
             if sample.array
             else sample.key,
             content_hash=content_hash,

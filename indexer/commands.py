@@ -68,6 +68,19 @@ def run_index(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
 
+def run_migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema to the newest revision (opening the store migrates it)."""
+    try:
+        store = open_store(args)
+    except EXPECTED as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        _print({"database": store.display_url, "revision": store.current_revision()})
+    finally:
+        store.close()
+    return 0
+
+
 def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
     if args.list:
         _print(_listing(store, args.collection))
@@ -111,7 +124,9 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
                 "nothing was removed"
             )
         case_ids = [int(x) for x in args.remove if x.isdigit()]
-        result = builder.remove(args.collection, case_ids=case_ids, external_ids=args.remove)
+        result = builder.remove(
+            args.collection, case_ids=case_ids, external_ids=args.remove, job_id=args.job_id
+        )
         _print(result.to_dict())
         return 0
     if args.checkpoint is None or args.source is None:
@@ -126,6 +141,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
         args.source,
         layout=args.layout,
         mode="add" if args.add else "full",
+        job_id=args.job_id,
     )
     summary = result.to_dict()
     summary["failed"] = summary["failed"][:50]

@@ -20,19 +20,7 @@ EXIT_NOT_BUILT = 3
 
 Handler = Callable[[argparse.Namespace], int]
 
-PLANNED = {
-    "serve": (
-        "Serve the query API and the viewer page.",
-        "Starts the FastAPI service: POST /query, GET /cases/{id}, admin reindex, metrics.",
-        "issue #5 (service)",
-    ),
-    "demo": (
-        "Build a demo collection and serve it.",
-        "Generates a small labelled image set, trains the CPU recipe, indexes it and "
-        "serves it, printing the viewer's URL.",
-        "issue #6 (first run and deployment)",
-    ),
-}
+PLANNED: dict[str, tuple[str, str, str]] = {}
 
 
 class CliError(Exception):
@@ -68,6 +56,15 @@ def training_handler(name: str) -> Handler:
     return package_handler("training", name)
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from medret import demo
+
+    try:
+        return demo.run_demo(args)
+    except demo.CommandError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     """Decode each file as the service would and print what it found, one JSON line each."""
     from model.decoding import DecodeLimits, ImageDecodeError, decode_file
@@ -98,6 +95,27 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failures else 0
 
 
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``medret serve``; each overrides its MEDRET_* variable when given."""
+    from model.arguments import positive_int
+
+    p.add_argument("--host", help="listen address (env MEDRET_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=positive_int, help="listen port (env MEDRET_PORT; default 8000)")
+    p.add_argument(
+        "--data-dir", type=Path, help="index files and the default SQLite file (MEDRET_DATA_DIR)"
+    )
+    p.add_argument("--db", help="SQLAlchemy URL of the metadata database (MEDRET_DATABASE_URL)")
+    p.add_argument(
+        "--collection",
+        action="append",
+        dest="collections",
+        metavar="NAME",
+        help="serve this collection (repeatable; default: every collection with an active "
+        "index, MEDRET_COLLECTIONS)",
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (MEDRET_LOG_LEVEL)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medret",
@@ -116,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(handler=not_built(name, tracked_in))
 
+    from indexer.arguments import add_migrate_arguments
     from model.arguments import positive_int
     from training.arguments import (
         add_ablate_arguments,
@@ -164,6 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_ablate_arguments(p)
     p.set_defaults(handler=training_handler("ablate"))
 
+    p = sub.add_parser(
+        "serve",
+        help="Serve the query API and the viewer page.",
+        description=(
+            "Start the HTTP service: the viewer page at /, POST /query, GET /cases/{id}, "
+            "/healthz, /readyz, /metrics, OpenAPI docs at /docs, and the /admin API when "
+            "MEDRET_ADMIN_TOKEN is set. Every setting is read from MEDRET_* environment "
+            "variables (see the README); the options below override them."
+        ),
+    )
+    add_serve_arguments(p)
+    p.set_defaults(handler=package_handler("app", "serve"))
+
+    p = sub.add_parser(
+        "migrate",
+        help="Create or upgrade the metadata database schema (Alembic), then exit.",
+        description=(
+            "Apply the Alembic migrations to the database named by --db or "
+            "MEDRET_DATABASE_URL (default sqlite:///<data-dir>/medret.db). Safe to run "
+            "repeatedly and from several replicas; deployments run it before serving."
+        ),
+    )
+    add_migrate_arguments(p)
+    p.set_defaults(handler=package_handler("indexer", "migrate"))
+
     from indexer.arguments import add_index_arguments
 
     p = sub.add_parser(
@@ -178,6 +222,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_index_arguments(p)
     p.set_defaults(handler=package_handler("indexer", "index"))
+
+    from medret.demo import add_demo_arguments
+
+    p = sub.add_parser(
+        "demo",
+        help="Build a demo collection and serve it.",
+        description=(
+            "With no data and no internet: generate a small labelled synthetic image set "
+            "(six classes that differ at different scales), train the CPU recipe on it, "
+            "index it into a collection and serve it, printing the viewer's URL. --data "
+            "uses a real dataset in any supported layout instead. Files go under "
+            "<data-dir>/demo; a second run reuses the data, model and index it finds there "
+            "(--fresh rebuilds them)."
+        ),
+    )
+    add_demo_arguments(p)
+    p.set_defaults(handler=run_demo)
 
     p = sub.add_parser(
         "inspect",

@@ -210,6 +210,22 @@ class ArrayRef:
     array: str  # e.g. "train_images"
     index: int
 
+    @property
+    def uri(self) -> str:
+        """``<file>#<array>[<index>]``: how the indexer records where a case's pixels are."""
+        return f"{self.file}#{self.array}[{self.index}]"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> ArrayRef | None:
+        """The reference a :attr:`uri` names, or ``None`` if ``uri`` is not one."""
+        match = _ARRAY_URI.match(uri)
+        if match is None:
+            return None
+        return cls(Path(match["file"]), match["array"], int(match["index"]))
+
+
+_ARRAY_URI = re.compile(r"^(?P<file>.+\.npz)#(?P<array>[A-Za-z0-9_]+)\[(?P<index>\d+)\]$")
+
 
 @dataclass(frozen=True)
 class Sample:

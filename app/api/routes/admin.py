@@ -1,0 +1,102 @@
+"""The admin API (bearer token): reindex, follow jobs, remove a case."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import AdminDep, ServicesDep
+from app.api.routes.cases import CaseId, served_case
+from app.errors import ApiError
+from app.jobs import JobRequestError
+from app.schemas import ErrorOut, JobOut, ReindexIn
+from indexer.store import JobInfo
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
+    404: {"model": ErrorOut, "description": "not found, or the admin API is disabled"},
+}
+
+
+def job_out(job: JobInfo, root: str = "") -> JobOut:
+    return JobOut(
+        job_id=job.id,
+        kind=job.kind,
+        state=job.state,  # type: ignore[arg-type]
+        progress=job.progress,
+        counts=dict(job.counts),
+        errors=list(job.errors),
+        message=job.message,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        status_url=f"{root}/admin/jobs/{job.id}",
+    )
+
+
+@router.post(
+    "/reindex",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        **ADMIN_ERRORS,
+        400: {"model": ErrorOut, "description": "bad request"},
+        403: {"model": ErrorOut, "description": "the source is outside MEDRET_ARCHIVE_ROOTS"},
+        409: {"model": ErrorOut, "description": "a job already runs for this collection"},
+    },
+    summary="Start building a new index version from an archive (a background job)",
+)
+async def reindex(request: Request, body: ReindexIn, services: ServicesDep) -> JobOut:
+    try:
+        job = await run_in_threadpool(
+            services.launcher.start_reindex,
+            body.collection,
+            body.source,
+            mode=body.mode,
+            checkpoint=body.checkpoint,
+            layout=body.layout,
+        )
+    except JobRequestError as exc:
+        raise ApiError(exc.status, exc.detail) from None
+    return job_out(job, request.scope.get("root_path", ""))
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses=ADMIN_ERRORS,
+    summary="A job's state, progress, counts and errors",
+)
+async def get_job(
+    request: Request,
+    job_id: Annotated[uuid.UUID, Path(description="the id POST /admin/reindex returned")],
+    services: ServicesDep,
+) -> JobOut:
+    await run_in_threadpool(services.launcher.poll)
+    job = await run_in_threadpool(services.store.get_job, str(job_id))
+    if job is None:
+        raise ApiError(404, f"no job {job_id}")
+    return job_out(job, request.scope.get("root_path", ""))
+
+
+@router.delete(
+    "/cases/{case_id}",
+    status_code=202,
+    response_model=JobOut,
+    responses={**ADMIN_ERRORS, 409: {"model": ErrorOut, "description": "a job is running"}},
+    summary="Remove a case (e.g. consent withdrawn): a job builds a version without it",
+)
+async def delete_case(request: Request, case_id: CaseId, services: ServicesDep) -> JobOut:
+    runtime, case = await run_in_threadpool(served_case, services, case_id)
+    try:
+        job = await run_in_threadpool(
+            services.launcher.start_removal, runtime.info.id, runtime.name, case.id
+        )
+    except JobRequestError as exc:
+        raise ApiError(exc.status, exc.detail) from None
+    return job_out(job, request.scope.get("root_path", ""))

@@ -1,0 +1,244 @@
+"""POST /query: an image in; predictions, similar cases and an out-of-distribution flag out."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import Counter
+from typing import Annotated
+
+import numpy as np
+import torch
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.api.routes.cases import case_out
+from app.errors import ApiError, decode_error
+from app.images import render_preview
+from app.logs import request_id_var
+from app.ood import ood_score
+from app.runtime import (
+    AmbiguousCollectionError,
+    CollectionRuntime,
+    NotReadyError,
+    Prediction,
+    UnknownCollectionError,
+)
+from app.schemas import (
+    ErrorOut,
+    HitOut,
+    IndexOut,
+    ModelOut,
+    OodOut,
+    PredictionOut,
+    QueryImageOut,
+    QueryOut,
+    TimingsOut,
+    VoteOut,
+)
+from app.services import Services
+from indexer.search import Hit, SearchError
+from indexer.store import StoreError
+from model.decoding import DecodedImage, DecodeLimits, ImageDecodeError, decode_image
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["query"])
+
+PREVIEW_PX = 384
+FILTER_KEY = r"^[A-Za-z0-9_.-]{1,64}$"
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "bad parameters",
+        404: "unknown collection",
+        413: "the upload or the decoded image is too large",
+        415: "not an image or DICOM file, or an unsupported format",
+        422: "an image or DICOM file that cannot be decoded",
+        503: "no index loaded yet",
+    }.items()
+}
+
+
+def runtime_for(services: Services, collection: str | None) -> CollectionRuntime:
+    try:
+        return services.registry.get(collection)
+    except NotReadyError as exc:
+        raise ApiError(503, str(exc)) from None
+    except UnknownCollectionError as exc:
+        raise ApiError(404, str(exc)) from None
+    except AmbiguousCollectionError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def parse_filters(label: str | None, split: str | None, raw: list[str]) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for item in raw:
+        key, sep, value = item.partition(":")
+        if not sep or not key or not value:
+            raise ApiError(400, f"a filter is written key:value (e.g. modality:CR), not {item!r}")
+        filters[key] = value
+    if label:
+        filters["label"] = label
+    if split:
+        filters["split"] = split
+    return filters
+
+
+def decode_for(
+    runtime: CollectionRuntime, data: bytes, limits: DecodeLimits
+) -> tuple[DecodedImage, torch.Tensor]:
+    decoded = decode_image(data, limits)
+    return decoded, runtime.runner.canvas(decoded.pixels)
+
+
+def search_for(
+    services: Services,
+    runtime: CollectionRuntime,
+    prediction: Prediction,
+    top_k: int,
+    filters: dict[str, str],
+) -> tuple[list[Hit], float]:
+    """The top-k hits (filtered) and the out-of-distribution score (always unfiltered)."""
+    k_ood = runtime.ood.k
+    wanted = top_k if filters else max(top_k, k_ood)
+    query = prediction.embedding[np.newaxis, :]
+    hits = runtime.index.search(
+        services.store,
+        query,
+        checkpoint_sha256=runtime.runner.sha256,
+        top_k=wanted,
+        filters=filters or None,
+    )[0]
+    if filters:
+        scores, _ = runtime.index.index.search(query, k_ood)
+        similarities = scores[0]
+    else:
+        similarities = np.asarray([h.score for h in hits])
+    return hits[:top_k], ood_score(similarities, k_ood)
+
+
+def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
+    counts: Counter[str] = Counter(code for hit in hits for code in set(hit.case.labels))
+    total = max(len(hits), 1)
+    return [
+        VoteOut(code=code, name=runtime.label_name(code), count=n, fraction=n / total)
+        for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def predictions_out(runtime: CollectionRuntime, probabilities: np.ndarray) -> list[PredictionOut]:
+    labels = runtime.runner.meta.labels
+    order = np.argsort(-probabilities, kind="stable")
+    return [
+        PredictionOut(
+            code=labels.codes[i], name=labels.names[i], probability=float(probabilities[i])
+        )
+        for i in order
+    ]
+
+
+@router.post(
+    "/query",
+    response_model=QueryOut,
+    responses=ERRORS,
+    summary="Classify an image and find the most similar archived cases",
+)
+async def query(
+    request: Request,
+    services: ServicesDep,
+    file: Annotated[
+        UploadFile,
+        File(description="PNG, JPEG, TIFF, BMP, WebP or DICOM; recognised by content"),
+    ],
+    top_k: Annotated[int, Query(ge=1, le=100, description="similar cases to return")] = 10,
+    collection: Annotated[
+        str | None, Query(max_length=64, description="default: the only or default collection")
+    ] = None,
+    label: Annotated[
+        str | None, Query(max_length=64, description="only cases with this label code")
+    ] = None,
+    split: Annotated[
+        str | None, Query(max_length=16, description="only cases of this split (train, …)")
+    ] = None,
+    filter: Annotated[
+        list[str],
+        Query(max_length=20, description="metadata filters key:value, e.g. modality:CR"),
+    ] = [],  # noqa: B006 - FastAPI copies defaults
+    preview: Annotated[
+        bool, Query(description="include a PNG preview of the decoded image (the viewer)")
+    ] = False,
+) -> QueryOut:
+    started = time.perf_counter()
+    runtime = runtime_for(services, collection)  # one snapshot for the whole request
+    filters = parse_filters(label, split, filter)
+    data = await file.read()
+    await file.close()
+    try:
+        decoded, canvas = await run_in_threadpool(decode_for, runtime, data, services.limits)
+    except ImageDecodeError as exc:
+        raise decode_error(exc) from None
+    del data
+    decoded_at = time.perf_counter()
+    prediction = await runtime.runner.predict(canvas)
+    embedded_at = time.perf_counter()
+    try:
+        hits, score = await run_in_threadpool(
+            search_for, services, runtime, prediction, top_k, filters
+        )
+    except (SearchError, StoreError) as exc:
+        raise ApiError(400, str(exc)) from None
+    searched_at = time.perf_counter()
+
+    metrics = services.metrics
+    metrics.stage.labels("decode").observe(decoded_at - started)
+    metrics.stage.labels("embed").observe(embedded_at - decoded_at)
+    metrics.stage.labels("search").observe(searched_at - embedded_at)
+    flagged = runtime.ood.is_flagged(score)
+    if flagged:
+        metrics.ood_flagged.labels(runtime.name).inc()
+    preview_url = None
+    if preview:
+        png = await run_in_threadpool(render_preview, decoded.pixels, PREVIEW_PX)
+        preview_url = "data:image/png;base64," + base64.b64encode(png).decode()
+    height, width = decoded.pixels.shape[:2]
+    meta = runtime.runner.meta.model
+    root = request.scope.get("root_path", "")
+    return QueryOut(
+        request_id=request_id_var.get(),
+        model=ModelOut(
+            name=f"vit-{meta.variant}" + (" multi-scale" if meta.multiscale else " single-scale"),
+            checkpoint_sha256=runtime.runner.sha256,
+            image_size=runtime.runner.image_size,
+        ),
+        index=IndexOut(
+            collection=runtime.name,
+            version=runtime.version,
+            size=runtime.size,
+            factory=runtime.index.version.factory,
+        ),
+        task=runtime.info.task,  # type: ignore[arg-type]
+        predictions=predictions_out(runtime, prediction.probabilities),
+        cases=[
+            HitOut(rank=h.rank, score=h.score, **case_out(runtime, h.case, root).model_dump())
+            for h in hits
+        ],
+        knn_vote=knn_vote(runtime, hits),
+        out_of_distribution=OodOut(
+            flagged=flagged,
+            score=score,
+            threshold=runtime.ood.threshold if np.isfinite(runtime.ood.threshold) else None,
+            k=runtime.ood.k,
+        ),
+        query=QueryImageOut(
+            format=decoded.source_format, width=width, height=height, preview=preview_url
+        ),
+        timings=TimingsOut(
+            decode_ms=(decoded_at - started) * 1e3,
+            embed_ms=(embedded_at - decoded_at) * 1e3,
+            search_ms=(searched_at - embedded_at) * 1e3,
+            total_ms=(time.perf_counter() - started) * 1e3,
+        ),
+    )

@@ -1,0 +1,112 @@
+"""A case's picture: the archived original, a PNG rendering, and cached thumbnails.
+
+Paths come only from the case's ``source_uri`` in SQL (written by the indexer), never from
+the client. The bytes are checked against the case's content hash, so the service never
+shows a picture other than the one that was indexed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from indexer.store import CaseInfo
+from model.archives import ArrayRef, Sample, decode_content, sample_content
+from model.decoding import DecodeLimits, ImageDecodeError, sniff_format
+
+BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+class CaseImageError(Exception):
+    """The case's picture cannot be shown (gone, changed since indexing, unreadable)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Picture:
+    content: bytes
+    media_type: str
+
+
+def _sample(case: CaseInfo) -> Sample:
+    ref = ArrayRef.from_uri(case.source_uri)
+    if ref is not None:
+        return Sample(key=case.external_id, labels=(), split="", array=ref)
+    return Sample(key=case.external_id, labels=(), split="", path=Path(case.source_uri))
+
+
+def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
+    try:
+        digest, content = sample_content(_sample(case), limits)
+    except FileNotFoundError:
+        raise CaseImageError(410, f"case {case.id}'s image is no longer in the archive") from None
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise CaseImageError(410, f"case {case.id}'s image cannot be read: {exc}") from None
+    if digest != case.content_hash:
+        raise CaseImageError(
+            409,
+            f"case {case.id}'s image has changed in the archive since it was indexed; "
+            "reindex the collection",
+        )
+    return content
+
+
+def _png(pixels: np.ndarray, max_side: int | None = None) -> bytes:
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    if max_side is not None:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _pixels(case: CaseInfo, content: bytes | np.ndarray, limits: DecodeLimits) -> np.ndarray:
+    try:
+        pixels, _ = decode_content(content, limits)
+    except ImageDecodeError as exc:
+        raise CaseImageError(410, f"case {case.id}'s image cannot be decoded: {exc}") from None
+    return pixels
+
+
+def case_picture(case: CaseInfo, limits: DecodeLimits) -> Picture:
+    """The original when a browser shows it as is (PNG, JPEG, WebP), else a PNG rendering
+    (DICOM, TIFF, BMP, array images)."""
+    content = _content(case, limits)
+    if isinstance(content, bytes):
+        fmt = sniff_format(content)
+        if fmt in BROWSER_FORMATS:
+            return Picture(content, BROWSER_FORMATS[fmt])
+    return Picture(_png(_pixels(case, content, limits)), "image/png")
+
+
+def render_preview(pixels: np.ndarray, max_side: int) -> bytes:
+    """A PNG of decoded pixels no larger than ``max_side`` (the viewer's query preview)."""
+    return _png(pixels, max_side)
+
+
+def case_thumbnail(case: CaseInfo, cache_dir: Path, max_side: int, limits: DecodeLimits) -> Path:
+    """A cached PNG thumbnail, keyed by content hash and size (so it can never go stale)."""
+    path = cache_dir / f"{case.content_hash}-{max_side}.png"
+    if path.is_file():
+        return path
+    png = _png(_pixels(case, _content(case, limits), limits), max_side)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(png)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,213 @@
+"""Admin jobs: reindex and case removal run as separate ``medret index`` processes.
+
+The request only validates, records a queued job in SQL and starts the process, so it
+answers at once; the build never shares the request workers, the event loop or the GIL
+with queries. The process reports progress into the job's row (the same code path as
+``medret index``); when it activates a new version, the registry's watcher loads it. If the
+process dies before it could record its own failure, :meth:`JobLauncher.poll` marks the
+job failed with the end of its log. The process is not killed when the service stops: a
+build in flight finishes and the next start serves it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.settings import Settings
+from indexer.store import JobInfo, MetadataStore, StoreError
+
+log = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LOG_TAIL_LINES = 5
+
+
+class JobRequestError(Exception):
+    """A job request that cannot be started: a status code and a sentence."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class _Child:
+    job_id: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class JobLauncher:
+    def __init__(self, settings: Settings, store: MetadataStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.data_dir = settings.resolved_data_dir
+        self.log_dir = self.data_dir / "jobs"
+        self._children: dict[str, _Child] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ validation
+
+    def _allowed_path(self, raw: str, what: str) -> Path:
+        if not raw or "\x00" in raw:
+            raise JobRequestError(400, f"{what} must be a path")
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            raise JobRequestError(400, f"{what} must be an absolute path on the server")
+        resolved = path.resolve()
+        roots = self.settings.allowed_archive_roots
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise JobRequestError(
+                403,
+                f"{what} {raw} is outside the folders this service may read "
+                f"(MEDRET_ARCHIVE_ROOTS: {', '.join(map(str, roots))})",
+            )
+        if not resolved.exists():
+            raise JobRequestError(400, f"{what} {raw} does not exist on the server")
+        return resolved
+
+    def _busy(self, collection_id: int) -> JobInfo | None:
+        self.store.reap_stale_jobs()
+        for job in self.store.list_jobs(collection_id):
+            if job.state in ("queued", "running"):
+                return job
+        return None
+
+    # ------------------------------------------------------------------ starting
+
+    def start_reindex(
+        self,
+        collection: str,
+        source: str,
+        *,
+        mode: str = "full",
+        checkpoint: str | None = None,
+        layout: str = "auto",
+    ) -> JobInfo:
+        if not COLLECTION_NAME.match(collection):
+            raise JobRequestError(400, "a collection name is 1–64 letters, digits, '_', '.' or '-'")
+        if mode not in ("full", "add"):
+            raise JobRequestError(400, f"mode is 'full' or 'add', not {mode!r}")
+        source_path = self._allowed_path(source, "source")
+        existing = {c.name: c for c in self.store.list_collections()}
+        coll = existing.get(collection)
+        if checkpoint is not None:
+            checkpoint_path = self._allowed_path(checkpoint, "checkpoint")
+        elif coll is not None:
+            checkpoint_path = Path(coll.checkpoint_path)
+        else:
+            raise JobRequestError(
+                400, f"collection {collection!r} does not exist yet; name a checkpoint to create it"
+            )
+        argv = [
+            "--collection", collection,
+            "--source", str(source_path),
+            "--checkpoint", str(checkpoint_path),
+            "--layout", layout,
+        ]  # fmt: skip
+        if mode == "add":
+            argv.append("--add")
+        with self._lock:
+            if coll is None:  # the job row needs a collection id: create it from the checkpoint
+                coll_id = None
+            else:
+                coll_id = coll.id
+                busy = self._busy(coll.id)
+                if busy is not None:
+                    raise JobRequestError(
+                        409,
+                        f"a {busy.kind} job ({busy.id}) is already {busy.state} for {collection!r}",
+                    )
+            job = self.store.create_job(mode, coll_id)
+            self._spawn(job, argv)
+        return job
+
+    def start_removal(self, collection_id: int, collection: str, case_id: int) -> JobInfo:
+        with self._lock:
+            busy = self._busy(collection_id)
+            if busy is not None:
+                raise _busy_error(busy, collection)
+            job = self.store.create_job("remove", collection_id)
+            self._spawn(job, ["--collection", collection, "--remove", str(case_id)])
+        return job
+
+    def _spawn(self, job: JobInfo, argv: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{job.id}.log"
+        command = [
+            sys.executable, "-m", "medret", "index", *argv,
+            "--job-id", job.id,
+            "--data-dir", str(self.data_dir),
+            "--db", self.settings.resolved_database_url,
+            "--workers", str(self.settings.index_workers),
+            "--batch-size", str(self.settings.index_batch_size),
+            "--device", self.settings.device,
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "MEDRET_GROUP_SALT": self.settings.group_salt.get_secret_value(),
+            "TQDM_DISABLE": "1",
+        }
+        try:
+            with log_path.open("wb") as out:
+                process = subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,  # Ctrl-C on the server does not kill the build
+                )
+        except OSError as exc:
+            self.store.finish_job(job.id, state="failed", message=f"could not start: {exc}")
+            raise JobRequestError(500, f"could not start the indexing process: {exc}") from exc
+        self._children[job.id] = _Child(job.id, process, log_path)
+        log.info("job %s (%s) started as process %d", job.id, job.kind, process.pid)
+
+    # ------------------------------------------------------------------ follow-up
+
+    def poll(self) -> None:
+        """Reap finished processes; fail their jobs if they could not say so themselves."""
+        for job_id, child in list(self._children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self._children[job_id]
+            job = self.store.get_job(job_id)
+            if job is None or job.state in ("succeeded", "failed"):
+                continue
+            reason = _last_lines(child.log_path) or f"the indexing process exited with {code}"
+            try:
+                self.store.finish_job(job_id, state="failed", errors=[reason], message=reason)
+            except StoreError:
+                continue  # it finished meanwhile
+            log.warning("job %s failed: %s", job_id, reason)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the processes this launcher started (tests and orderly shutdown)."""
+        for child in list(self._children.values()):
+            child.process.wait(timeout)
+        self.poll()
+
+
+def _busy_error(busy: JobInfo, collection: str) -> JobRequestError:
+    return JobRequestError(
+        409, f"a {busy.kind} job ({busy.id}) is already {busy.state} for {collection!r}"
+    )
+
+
+def _last_lines(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    useful = [line for line in lines if line.strip() and "Traceback" not in line]
+    return " | ".join(useful[-LOG_TAIL_LINES:])[-1000:]

@@ -1,0 +1,139 @@
+"""Request and response bodies of the HTTP API (separate from the SQL tables)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong, in a sentence")
+    request_id: str = Field(description="quote it when reporting a problem")
+
+
+class ModelOut(BaseModel):
+    name: str = Field(description="model variant, e.g. vit-small multi-scale")
+    checkpoint_sha256: str
+    image_size: tuple[int, int]
+
+
+class IndexOut(BaseModel):
+    collection: str
+    version: int
+    size: int = Field(description="cases in the active index version")
+    factory: str = Field(description="FAISS index type")
+
+
+class LabelOut(BaseModel):
+    code: str
+    name: str
+
+
+class PredictionOut(LabelOut):
+    probability: float = Field(ge=0, le=1)
+
+
+class CaseOut(BaseModel):
+    case_id: int
+    collection: str
+    labels: list[LabelOut]
+    split: str
+    metadata: dict[str, Any]
+    image_url: str
+    thumbnail_url: str
+
+
+class HitOut(CaseOut):
+    rank: int = Field(ge=1)
+    score: float = Field(description="cosine similarity of the embeddings, -1 to 1")
+
+
+class VoteOut(LabelOut):
+    count: int
+    fraction: float = Field(description="share of the retrieved cases with this label")
+
+
+class OodOut(BaseModel):
+    flagged: bool = Field(description="the image is unlike anything in this collection")
+    score: float = Field(description="1 − mean similarity to the k nearest cases")
+    threshold: float | None = Field(
+        description="scores above it are flagged (null: too few cases to calibrate)"
+    )
+    k: int
+
+
+class QueryImageOut(BaseModel):
+    format: str
+    width: int
+    height: int
+    preview: str | None = Field(None, description="PNG data URL of the decoded image")
+
+
+class TimingsOut(BaseModel):
+    decode_ms: float
+    embed_ms: float
+    search_ms: float
+    total_ms: float
+
+
+class QueryOut(BaseModel):
+    request_id: str
+    model: ModelOut
+    index: IndexOut
+    task: Literal["single_label", "multi_label"]
+    predictions: list[PredictionOut] = Field(description="every class, most probable first")
+    cases: list[HitOut]
+    knn_vote: list[VoteOut] = Field(description="labels among the retrieved cases")
+    out_of_distribution: OodOut
+    query: QueryImageOut
+    timings: TimingsOut
+
+
+class CollectionOut(BaseModel):
+    name: str
+    task: str
+    version: int
+    size: int
+    labels: list[LabelOut]
+    checkpoint_sha256: str
+    ood_threshold: float | None
+
+
+class ReindexIn(BaseModel):
+    collection: str = Field(min_length=1, max_length=64, examples=["derm"])
+    source: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="absolute path of the archive on the server, inside MEDRET_ARCHIVE_ROOTS",
+    )
+    mode: Literal["full", "add"] = "full"
+    checkpoint: str | None = Field(
+        None, max_length=4096, description="checkpoint path (default: the collection's own)"
+    )
+    layout: str = Field("auto", max_length=32, pattern=r"^[a-z0-9_]+$")
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    counts: dict[str, Any]
+    errors: list[str]
+    message: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    status_url: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    collections: dict[str, IndexOut]
+    problems: dict[str, str]

@@ -1,0 +1,165 @@
+"""The service's settings: one pydantic-settings class, read from ``MEDRET_*`` variables.
+
+Every variable the service (and its Docker deployment) reads is a field here, so the
+table in the README and the compose file can be checked against this one class.
+Settings are built by :func:`load_settings` when the app is created, never at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MEDRET_"
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service configuration (environment variables ``MEDRET_<FIELD>``, case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+    )
+
+    data_dir: Path = Field(
+        Path("data"), description="index files, job logs, thumbnails, the default SQLite file"
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL (default sqlite:///<data_dir>/medret.db)"
+    )
+    collections: CommaList = Field(
+        default_factory=list,
+        description="collections to serve, comma-separated (default: every collection "
+        "that has an active index version)",
+    )
+    default_collection: str | None = Field(
+        None, description="the collection a query without ?collection= goes to"
+    )
+    host: str = Field("127.0.0.1", description="address 'medret serve' listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port 'medret serve' listens on")
+    admin_token: SecretStr | None = Field(
+        None,
+        description=f"bearer token of the /admin API (at least {MIN_ADMIN_TOKEN_LENGTH} "
+        "characters); unset: the admin API is disabled",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="origins allowed by CORS, comma-separated (default none)"
+    )
+    max_upload_mb: float = Field(32.0, gt=0, description="largest upload accepted, MiB")
+    max_pixels: int = Field(
+        64_000_000, gt=0, description="largest decoded image accepted, width × height"
+    )
+    batch_max: int = Field(16, ge=1, le=1024, description="most queries in one model forward")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest a query waits for others to share its batch"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    ood_k: int = Field(5, ge=1, le=100, description="neighbours in the out-of-distribution score")
+    ood_false_alarm_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="share of the collection's own cases that would be flagged: sets the "
+        "out-of-distribution threshold",
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="how often the service looks for a newly activated index"
+    )
+    thumbnail_px: int = Field(256, ge=32, le=1024, description="thumbnail longest side")
+    archive_roots: CommaList = Field(
+        default_factory=list,
+        description="folders /admin/reindex may read archives from, comma-separated "
+        "(default: the data directory only)",
+    )
+    index_workers: int = Field(2, ge=0, le=64, description="decoding processes of a reindex job")
+    index_batch_size: int = Field(64, ge=1, le=4096, description="batch size of a reindex job")
+    group_salt: SecretStr = Field(
+        SecretStr("medret"), description="salt of the hashed patient/lesion keys in SQL"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    _split = field_validator("collections", "cors_origins", "archive_roots", mode="before")(
+        _split_commas
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"MEDRET_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "
+                "(e.g. the output of: python -c 'import secrets; print(secrets.token_hex(24))')"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"log level must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+        return level
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"a CORS origin looks like https://viewer.example, not {origin!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_in_collections(self) -> Settings:
+        if (
+            self.default_collection
+            and self.collections
+            and self.default_collection not in self.collections
+        ):
+            raise ValueError(
+                f"MEDRET_DEFAULT_COLLECTION {self.default_collection!r} is not one of "
+                f"MEDRET_COLLECTIONS {self.collections}"
+            )
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'medret.db'}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def allowed_archive_roots(self) -> list[Path]:
+        roots = [Path(r).expanduser().resolve() for r in self.archive_roots]
+        return roots or [self.resolved_data_dir]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit ``overrides`` (e.g. CLI flags) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def environment_variables() -> dict[str, str]:
+    """``MEDRET_<FIELD>`` → its description: what the README's configuration table lists."""
+    return {
+        f"{ENV_PREFIX}{name.upper()}": field.description or ""
+        for name, field in Settings.model_fields.items()
+    }
