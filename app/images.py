@@ -78,6 +78,11 @@ def _pixels(case: CaseInfo, content: bytes | np.ndarray, limits: DecodeLimits) -
     return pixels
 
 
+def case_pixels(case: CaseInfo, limits: DecodeLimits) -> np.ndarray:
+    """The case's decoded pixels, checked against its content hash."""
+    return _pixels(case, _content(case, limits), limits)
+
+
 def case_picture(case: CaseInfo, limits: DecodeLimits) -> Picture:
     """The original when a browser shows it as is (PNG, JPEG, WebP), else a PNG rendering
     (DICOM, TIFF, BMP, array images)."""

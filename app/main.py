@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from app.api.routes import admin, cases, ops, query, viewer
@@ -19,6 +21,7 @@ from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware, UploadLimitMiddleware
 from app.runtime import CollectionRegistry
+from app.schemas import ErrorOut
 from app.services import Services
 from app.settings import Settings, load_settings
 from indexer.store import MetadataStore
@@ -62,6 +65,41 @@ async def follow_changes(services: Services) -> None:
             log.exception("looking for new index versions failed; will retry")
 
 
+def document_errors(app: FastAPI) -> None:
+    """OpenAPI as the service answers: bad parameters are 400 (not FastAPI's default 422,
+    which here means an undecodable image), and every error body is ``ErrorOut``."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+            schema.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = (
+                ErrorOut.model_json_schema()
+            )
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    default = responses.get("422", {})
+                    ref = str(default.get("content", {}).get("application/json", {}).get("schema"))
+                    if "HTTPValidationError" in ref:
+                        del responses["422"]
+                        responses.setdefault(
+                            "400",
+                            {
+                                "description": "bad parameters",
+                                "content": {"application/json": {"schema": error_ref}},
+                            },
+                        )
+            schema["components"]["schemas"].pop("HTTPValidationError", None)
+            schema["components"]["schemas"].pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     metrics = ServiceMetrics()
@@ -95,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_errors(app)
     app.include_router(query.router)
     app.include_router(cases.router)
     app.include_router(admin.router)

@@ -1,71 +1,90 @@
-"""Out-of-distribution check: is the query like anything this collection holds?
+"""Out-of-distribution check: is the query like the images this collection holds?
 
-The score is ``1 − mean cosine similarity of the query to its k nearest indexed cases``
-(a k-nearest-neighbour distance in the model's embedding space). It is calibrated on the
-collection itself when an index version is loaded: a sample of the indexed vectors is
-searched leave-one-out (each against all the others), giving the scores of images that
-*are* in distribution, and the threshold is their ``1 − false_alarm_rate`` quantile. A
-query scoring above it is flagged — with the default rate of 1 %, about one in a hundred
-genuine cases would be flagged, while an image of another kind (a chest X-ray sent to a
-dermoscopy collection) lies far from every indexed case and scores well above it.
+The score is the Mahalanobis distance of the query's [CLS] features (the encoder's
+output before the embedding head) from the collection's feature distribution: a mean and
+a Ledoit–Wolf shrunk covariance fitted on a sample of the indexed cases. The retrieval
+embedding itself is a poor judge: metric learning pulls every image towards some class
+cluster, so a chest X-ray can land close to dermoscopy cases; the richer features keep
+what makes it different.
+
+Calibration happens on the collection itself when a version is loaded. Up to
+``reference_cases`` indexed images are decoded and encoded; two thirds fit the Gaussian,
+and the threshold is the ``1 − false_alarm_rate`` quantile of the distances of the
+held-out third — images that *are* in the collection but were not used for the fit, as a
+new in-distribution query is. With the default rate of 1 %, about one genuine query in a
+hundred is flagged. The fitted model is cached per index version and checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 
-from indexer.vector_index import VectorIndex
-
-CALIBRATION_SAMPLES = 2000
+MIN_CASES = 12  # fewer reference images than this: no threshold (never flagged)
+FIT_FRACTION = 2 / 3
 
 
 @dataclass(frozen=True)
-class OodCalibration:
-    k: int  # neighbours averaged
-    threshold: float  # scores above it are flagged; +inf when too few cases to calibrate
+class OodModel:
+    mean: np.ndarray  # (D,)
+    precision: np.ndarray  # (D, D)
+    threshold: float  # distances above it are flagged; +inf when not calibrated
     false_alarm_rate: float
-    samples: int  # indexed cases the threshold was computed from
-    median: float  # median in-collection score, for context
+    samples: int  # reference images used (fit + held out)
+    median: float  # median held-out distance, for context
+
+    def score(self, features: np.ndarray) -> float:
+        """Mahalanobis distance of one feature vector."""
+        if self.samples == 0:
+            return 0.0
+        d = np.asarray(features, dtype=np.float64) - self.mean
+        return float(math.sqrt(max(float(d @ self.precision @ d), 0.0)))
 
     def is_flagged(self, score: float) -> bool:
         return score > self.threshold
 
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            mean=self.mean,
+            precision=self.precision,
+            scalars=np.asarray([self.threshold, self.false_alarm_rate, self.samples, self.median]),
+        )
+        tmp.replace(path)
 
-def ood_score(similarities: np.ndarray, k: int) -> float:
-    """1 − mean of the ``k`` highest similarities (fewer if fewer are given; 1.0 if none)."""
-    top = np.sort(np.asarray(similarities, dtype=np.float64).ravel())[::-1][:k]
-    if top.size == 0:
-        return 1.0
-    return float(1.0 - top.mean())
+    @classmethod
+    def load(cls, path: Path) -> OodModel:
+        with np.load(path, allow_pickle=False) as data:
+            threshold, rate, samples, median = (float(v) for v in data["scalars"])
+            return cls(data["mean"], data["precision"], threshold, rate, int(samples), median)
 
 
-def calibrate(
-    index: VectorIndex,
-    vectors: np.ndarray,
-    ids: np.ndarray,
-    *,
-    k: int,
-    false_alarm_rate: float,
-    max_samples: int = CALIBRATION_SAMPLES,
-    seed: int = 0,
-) -> OodCalibration:
-    """The threshold from leave-one-out scores of (a sample of) the indexed vectors."""
-    n = len(ids)
-    k_used = min(k, n - 1)
-    if k_used < 1:
-        return OodCalibration(k, math.inf, false_alarm_rate, 0, math.nan)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(n, max_samples), replace=False))
-    scores, found = index.search(np.ascontiguousarray(vectors[rows], np.float32), k_used + 1)
-    in_distribution = []
-    for row, row_scores, row_ids in zip(rows, scores, found, strict=True):
-        others = row_scores[(row_ids != ids[row]) & (row_ids >= 0)][:k_used]
-        in_distribution.append(ood_score(others, k_used))
-    values = np.asarray(in_distribution)
-    threshold = float(np.quantile(values, 1.0 - false_alarm_rate))
-    return OodCalibration(
-        k_used, threshold, false_alarm_rate, len(values), float(np.median(values))
+def uncalibrated(rate: float, dim: int = 0) -> OodModel:
+    return OodModel(np.zeros(dim), np.zeros((dim, dim)), math.inf, rate, 0, math.nan)
+
+
+def fit_ood(features: np.ndarray, *, false_alarm_rate: float, seed: int = 0) -> OodModel:
+    """Fit on two thirds of ``features`` (N, D); threshold from the held-out third."""
+    feats = np.asarray(features, dtype=np.float64)
+    n = len(feats)
+    if n < MIN_CASES:
+        return uncalibrated(false_alarm_rate, feats.shape[1] if feats.ndim == 2 else 0)
+    order = np.random.default_rng(seed).permutation(n)
+    cut = round(n * FIT_FRACTION)
+    fit, held = feats[order[:cut]], feats[order[cut:]]
+    estimator = LedoitWolf().fit(fit)
+    distances = np.sqrt(np.maximum(estimator.mahalanobis(held), 0.0))
+    return OodModel(
+        mean=estimator.location_,
+        precision=estimator.precision_,
+        threshold=float(np.quantile(distances, 1.0 - false_alarm_rate)),
+        false_alarm_rate=false_alarm_rate,
+        samples=n,
+        median=float(np.median(distances)),
     )

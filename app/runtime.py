@@ -26,21 +26,24 @@ import numpy as np
 import torch
 
 from app.batching import MicroBatcher
+from app.images import CaseImageError, case_pixels
 from app.metrics import ServiceMetrics
-from app.ood import OodCalibration, calibrate
+from app.ood import OodModel, fit_ood, uncalibrated
 from app.settings import Settings
 from indexer.search import CollectionIndex
 from indexer.store import CollectionInfo, MetadataStore
 from indexer.vector_index import load_vectors
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import Task
+from model.decoding import DecodeLimits
 from model.device import autocast, resolve_device
 from model.preprocessing import fit_to_canvas, normalise
 from model.vit import probabilities
 
 log = logging.getLogger(__name__)
 
-RETIRE_AFTER_S = 60.0  # a replaced model stays usable this long for requests in flight
+RETIRE_AFTER_S = 60.0
+REFERENCE_BATCH = 32  # a replaced model stays usable this long for requests in flight
 
 
 class NotReadyError(RuntimeError):
@@ -59,6 +62,7 @@ class AmbiguousCollectionError(ValueError):
 class Prediction:
     embedding: np.ndarray  # (E,) float32, unit norm
     probabilities: np.ndarray  # (C,) float32
+    features: np.ndarray  # (D,) float32: the [CLS] features the embedding head reads
 
 
 class ModelRunner:
@@ -94,13 +98,17 @@ class ModelRunner:
         """Embeddings and class probabilities of a batch of canvases (blocking)."""
         batch = torch.stack(list(canvases)).to(self.device, non_blocking=True)
         x = normalise(batch, self.meta.preprocessing)
+        model = self.loaded.model
         with autocast(self.device, bf16=True):
-            out = self.loaded.model(x)
-        embeddings = torch.nn.functional.normalize(out.embedding.float(), dim=-1)
-        probs = probabilities(out.logits, self.task)
+            features = model.forward_features(x)  # (B, D)
+            embedding = model.embed_head(features)  # (B, E), as model(x) computes it
+            logits = model.classifier(embedding)
+        embeddings = torch.nn.functional.normalize(embedding.float(), dim=-1)
+        probs = probabilities(logits, self.task)
         emb_np = embeddings.cpu().numpy().astype(np.float32, copy=False)
         prob_np = probs.float().cpu().numpy()
-        return [Prediction(e, p) for e, p in zip(emb_np, prob_np, strict=True)]
+        feat_np = features.float().cpu().numpy()
+        return [Prediction(e, p, f) for e, p, f in zip(emb_np, prob_np, feat_np, strict=True)]
 
     async def predict(self, canvas: torch.Tensor) -> Prediction:
         return await self.batcher.submit(canvas)
@@ -114,7 +122,7 @@ class CollectionRuntime:
     info: CollectionInfo
     index: CollectionIndex
     runner: ModelRunner
-    ood: OodCalibration
+    ood: OodModel
     loaded_at: float
 
     @property
@@ -147,6 +155,9 @@ class CollectionRegistry:
         self.store = store
         self.metrics = metrics
         self.device = resolve_device(settings.device)
+        self.limits = DecodeLimits(
+            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
+        )
         self._runtimes: dict[str, CollectionRuntime] = {}
         self._runners: dict[str, ModelRunner] = {}
         self._retired: list[tuple[float, ModelRunner]] = []
@@ -256,8 +267,8 @@ class CollectionRegistry:
                     self.metrics.reloads.labels(name, "loaded").inc()
                 changed.append(name)
                 log.info(
-                    "collection %s: serving version %d (%d cases, checkpoint %s…, OOD threshold "
-                    "%.4f from %d cases)",
+                    "collection %s: serving version %d (%d cases, checkpoint %s…, "
+                    "out-of-distribution threshold %.2f from %d images)",
                     name,
                     runtime.version,
                     runtime.size,
@@ -272,15 +283,59 @@ class CollectionRegistry:
     def _load(self, info: CollectionInfo) -> CollectionRuntime:
         index = CollectionIndex.load(self.store, info.name)
         runner = self._runner_for(index.version.checkpoint_sha256, info.checkpoint_path)
-        vectors, ids = load_vectors(Path(index.version.path), mmap=True)
-        ood = calibrate(
-            index.index,
-            vectors,
-            ids,
-            k=self.settings.ood_k,
-            false_alarm_rate=self.settings.ood_false_alarm_rate,
-        )
+        ood = self._ood_model(index, runner)
         return CollectionRuntime(index.collection, index, runner, ood, time.time())
+
+    def _ood_model(self, index: CollectionIndex, runner: ModelRunner) -> OodModel:
+        """The version's out-of-distribution model: cached, or fitted on its own cases."""
+        settings = self.settings
+        rate = settings.ood_false_alarm_rate
+        if settings.ood_reference_cases == 0:
+            return uncalibrated(rate)
+        version = index.version
+        cache = (
+            settings.resolved_data_dir
+            / "cache"
+            / "ood"
+            / f"v{version.id}-{runner.sha256[:16]}-{settings.ood_reference_cases}-{rate}.npz"
+        )
+        if cache.is_file():
+            try:
+                return OodModel.load(cache)
+            except (OSError, ValueError, KeyError):
+                log.warning("ignoring an unreadable out-of-distribution cache %s", cache)
+        _, ids = load_vectors(Path(version.path), mmap=True)
+        rng = np.random.default_rng(0)
+        chosen = rng.choice(
+            len(ids), size=min(len(ids), settings.ood_reference_cases), replace=False
+        )
+        cases = self.store.get_cases([int(ids[i]) for i in np.sort(chosen)])
+        canvases = []
+        for case in cases.values():
+            try:
+                canvases.append(runner.canvas(case_pixels(case, self.limits)))
+            except CaseImageError as exc:
+                log.debug("out-of-distribution reference: skipping case %d: %s", case.id, exc)
+        started = time.perf_counter()
+        features = [
+            p.features
+            for start in range(0, len(canvases), REFERENCE_BATCH)
+            for p in runner.forward(canvases[start : start + REFERENCE_BATCH])
+        ]
+        model = fit_ood(np.stack(features) if features else np.zeros((0, 0)), false_alarm_rate=rate)
+        log.info(
+            "collection %s v%d: out-of-distribution threshold %.2f from %d indexed images (%.1f s)",
+            index.collection.name,
+            version.version,
+            model.threshold,
+            model.samples,
+            time.perf_counter() - started,
+        )
+        try:
+            model.save(cache)
+        except OSError as exc:
+            log.warning("cannot cache the out-of-distribution model at %s: %s", cache, exc)
+        return model
 
     def _runner_for(self, sha256: str, checkpoint_path: str) -> ModelRunner:
         runner = self._runners.get(sha256)

@@ -57,11 +57,12 @@ class VoteOut(LabelOut):
 
 class OodOut(BaseModel):
     flagged: bool = Field(description="the image is unlike anything in this collection")
-    score: float = Field(description="1 − mean similarity to the k nearest cases")
+    score: float = Field(
+        description="Mahalanobis distance of the image's features from the collection's"
+    )
     threshold: float | None = Field(
         description="scores above it are flagged (null: too few cases to calibrate)"
     )
-    k: int
 
 
 class QueryImageOut(BaseModel):

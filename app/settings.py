@@ -65,7 +65,12 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="longest a query waits for others to share its batch"
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    ood_k: int = Field(5, ge=1, le=100, description="neighbours in the out-of-distribution score")
+    ood_reference_cases: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="indexed images the out-of-distribution check is calibrated on (0: off)",
+    )
     ood_false_alarm_rate: float = Field(
         0.01,
         gt=0,

@@ -18,7 +18,6 @@ from app.api.routes.cases import case_out
 from app.errors import ApiError, decode_error
 from app.images import render_preview
 from app.logs import request_id_var
-from app.ood import ood_score
 from app.runtime import (
     AmbiguousCollectionError,
     CollectionRuntime,
@@ -101,23 +100,15 @@ def search_for(
     top_k: int,
     filters: dict[str, str],
 ) -> tuple[list[Hit], float]:
-    """The top-k hits (filtered) and the out-of-distribution score (always unfiltered)."""
-    k_ood = runtime.ood.k
-    wanted = top_k if filters else max(top_k, k_ood)
-    query = prediction.embedding[np.newaxis, :]
+    """The top-k hits and the out-of-distribution score."""
     hits = runtime.index.search(
         services.store,
-        query,
+        prediction.embedding[np.newaxis, :],
         checkpoint_sha256=runtime.runner.sha256,
-        top_k=wanted,
+        top_k=top_k,
         filters=filters or None,
     )[0]
-    if filters:
-        scores, _ = runtime.index.index.search(query, k_ood)
-        similarities = scores[0]
-    else:
-        similarities = np.asarray([h.score for h in hits])
-    return hits[:top_k], ood_score(similarities, k_ood)
+    return hits, runtime.ood.score(prediction.features)
 
 
 def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
@@ -230,7 +221,6 @@ async def query(
             flagged=flagged,
             score=score,
             threshold=runtime.ood.threshold if np.isfinite(runtime.ood.threshold) else None,
-            k=runtime.ood.k,
         ),
         query=QueryImageOut(
             format=decoded.source_format, width=width, height=height, preview=preview_url

@@ -1,0 +1,361 @@
+// The viewer page: send one image to POST /query and show what comes back.
+// Plain DOM code, no dependencies; every value from the service is written with
+// textContent (never innerHTML), so labels and metadata cannot inject markup.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  const el = {
+    collectionControl: $("collection-control"),
+    collection: $("collection"),
+    topK: $("top-k"),
+    dropzone: $("dropzone"),
+    fileInput: $("file-input"),
+    busy: $("busy"),
+    busyText: $("busy-text"),
+    error: $("error"),
+    errorDetail: $("error-detail"),
+    errorRequest: $("error-request"),
+    queryFigure: $("query-figure"),
+    queryPreview: $("query-preview"),
+    queryCaption: $("query-caption"),
+    results: $("results"),
+    placeholder: $("placeholder"),
+    oodBanner: $("ood-banner"),
+    oodText: $("ood-text"),
+    taskNote: $("task-note"),
+    predictions: $("predictions"),
+    knnVote: $("knn-vote"),
+    cases: $("cases"),
+    casesCount: $("cases-count"),
+    casesEmpty: $("cases-empty"),
+    provenance: $("provenance"),
+    dialog: $("case-dialog"),
+    dialogTitle: $("dialog-title"),
+    dialogClose: $("dialog-close"),
+    dialogImage: $("dialog-image"),
+    dialogLabels: $("dialog-labels"),
+    dialogScore: $("dialog-score"),
+    dialogMetadata: $("dialog-metadata"),
+  };
+
+  let busy = false;
+  let lastFile = null;
+
+  // ------------------------------------------------------------------ small builders
+
+  function make(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function testid(node, id) {
+    node.dataset.testid = id;
+    return node;
+  }
+
+  function labelText(label) {
+    return label.name && label.name !== label.code ? `${label.name} (${label.code})` : label.code;
+  }
+
+  function percent(fraction) {
+    return `${(fraction * 100).toFixed(1)}%`;
+  }
+
+  function ms(value) {
+    return value >= 100 ? `${Math.round(value)} ms` : `${value.toFixed(1)} ms`;
+  }
+
+  // ------------------------------------------------------------------ page states
+
+  function setBusy(on, fileName) {
+    busy = on;
+    el.busy.hidden = !on;
+    el.dropzone.classList.toggle("is-busy", on);
+    el.results.setAttribute("aria-busy", on ? "true" : "false");
+    el.fileInput.disabled = on;
+    el.collection.disabled = on;
+    el.topK.disabled = on;
+    if (on) el.busyText.textContent = `Analysing ${fileName || "the image"}…`;
+  }
+
+  function clearResults() {
+    el.results.hidden = true;
+    el.placeholder.hidden = false;
+    el.oodBanner.hidden = true;
+    el.predictions.replaceChildren();
+    el.knnVote.replaceChildren();
+    el.cases.replaceChildren();
+    el.provenance.textContent = "";
+    el.queryFigure.hidden = true;
+    el.queryPreview.removeAttribute("src");
+    el.queryCaption.textContent = "";
+  }
+
+  function clearError() {
+    el.error.hidden = true;
+    el.errorDetail.textContent = "";
+    el.errorRequest.textContent = "";
+  }
+
+  function showError(detail, requestId) {
+    clearResults();
+    el.errorDetail.textContent = detail;
+    el.errorRequest.textContent = requestId ? `request id ${requestId}` : "";
+    el.error.hidden = false;
+  }
+
+  // ------------------------------------------------------------------ collections
+
+  async function loadCollections() {
+    let collections;
+    try {
+      const response = await fetch("/collections", { headers: { Accept: "application/json" } });
+      if (!response.ok) {
+        const body = await readJson(response);
+        showError(
+          (body && body.detail) || `The list of collections is unavailable (HTTP ${response.status}).`,
+          body && body.request_id,
+        );
+        return;
+      }
+      collections = await response.json();
+    } catch (err) {
+      showError("The service cannot be reached. Check the connection and reload the page.");
+      return;
+    }
+    el.collection.replaceChildren();
+    for (const c of collections) {
+      const option = make("option", null, `${c.name} · ${c.size} cases`);
+      option.value = c.name;
+      el.collection.append(option);
+    }
+    el.collectionControl.hidden = collections.length <= 1;
+    if (collections.length === 0) {
+      showError("No collection is loaded yet; an administrator needs to build an index first.");
+    }
+  }
+
+  // ------------------------------------------------------------------ the query
+
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function queryUrl() {
+    const params = new URLSearchParams({ top_k: el.topK.value, preview: "true" });
+    if (el.collection.value) params.set("collection", el.collection.value);
+    return `/query?${params}`;
+  }
+
+  async function runQuery(file) {
+    if (busy || !file) return;
+    lastFile = file;
+    clearError();
+    clearResults();
+    setBusy(true, file.name);
+    const form = new FormData();
+    form.append("file", file, file.name || "upload");
+    try {
+      let response;
+      try {
+        response = await fetch(queryUrl(), { method: "POST", body: form });
+      } catch (err) {
+        showError("The service cannot be reached. Check the connection and try again.");
+        return;
+      }
+      const body = await readJson(response);
+      if (!response.ok || body === null) {
+        const requestId = (body && body.request_id) || response.headers.get("X-Request-ID");
+        const detail =
+          body && typeof body.detail === "string"
+            ? body.detail
+            : `The service answered with HTTP ${response.status}.`;
+        showError(detail, requestId);
+        return;
+      }
+      renderAnswer(body);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function renderAnswer(answer) {
+    renderQueryImage(answer.query);
+    renderOod(answer.out_of_distribution, answer.index);
+    renderPredictions(answer.predictions, answer.task);
+    renderVote(answer.knn_vote, answer.cases.length);
+    renderCases(answer.cases);
+    renderProvenance(answer);
+    el.placeholder.hidden = true;
+    el.results.hidden = false;
+  }
+
+  function renderQueryImage(query) {
+    if (query.preview) {
+      el.queryPreview.src = query.preview;
+    } else {
+      el.queryPreview.removeAttribute("src");
+    }
+    const name = lastFile && lastFile.name ? `${lastFile.name} · ` : "";
+    el.queryCaption.textContent = `${name}${query.format.toUpperCase()}, ${query.width} × ${query.height} px`;
+    el.queryFigure.hidden = false;
+  }
+
+  function renderOod(ood, index) {
+    if (!ood.flagged) {
+      el.oodBanner.hidden = true;
+      el.oodText.textContent = "";
+      return;
+    }
+    const threshold = ood.threshold === null ? "" : `, threshold ${ood.threshold.toFixed(1)}`;
+    el.oodText.textContent =
+      `This image is unlike the images in the “${index.collection}” collection ` +
+      `(score ${ood.score.toFixed(1)}${threshold}). ` +
+      "The predictions and similar cases may not be meaningful for it.";
+    el.oodBanner.hidden = false;
+  }
+
+  function bar(name, value, fraction, rowTestid) {
+    const row = testid(make("li", "bar-row"), rowTestid);
+    row.dataset.value = String(fraction);
+    const label = make("span", "bar-label", name);
+    label.title = name;
+    const track = make("span", "bar-track");
+    const fill = make("span", "bar-fill");
+    fill.style.width = `${Math.max(0, Math.min(1, fraction)) * 100}%`;
+    track.append(fill);
+    const number = testid(make("span", "bar-value", value), `${rowTestid}-value`);
+    row.append(label, track, number);
+    return row;
+  }
+
+  function renderPredictions(predictions, task) {
+    el.taskNote.textContent =
+      task === "multi_label"
+        ? "Multi-label: independent probabilities, one per finding; they need not add up to 100%."
+        : "One label per image: the probabilities add up to 100%.";
+    el.predictions.dataset.task = task;
+    el.predictions.replaceChildren(
+      ...predictions.map((p, i) => {
+        const row = bar(labelText(p), percent(p.probability), p.probability, "prediction");
+        if (i === 0) row.classList.add("is-top");
+        return row;
+      }),
+    );
+  }
+
+  function renderVote(vote, total) {
+    el.knnVote.replaceChildren(
+      ...vote.map((v) => bar(labelText(v), `${v.count} of ${total}`, v.fraction, "vote")),
+    );
+  }
+
+  function renderCases(cases) {
+    el.casesCount.textContent = cases.length ? `· ${cases.length}, most similar first` : "";
+    el.casesEmpty.hidden = cases.length > 0;
+    el.cases.replaceChildren(...cases.map(caseCard));
+  }
+
+  function caseCard(hit) {
+    const item = make("li");
+    const button = testid(make("button", "case"), "case");
+    button.type = "button";
+    button.dataset.caseId = String(hit.case_id);
+    const labels = hit.labels.map(labelText).join(", ") || "no label";
+    button.setAttribute(
+      "aria-label",
+      `Rank ${hit.rank}: ${labels}, similarity ${hit.score.toFixed(3)}. Open enlarged.`,
+    );
+    const img = testid(make("img", "case-thumb"), "case-thumbnail");
+    img.src = hit.thumbnail_url;
+    img.alt = "";
+    img.decoding = "async";
+    const rank = testid(make("span", "case-rank", `#${hit.rank}`), "case-rank");
+    const score = make("span", "case-score", "similarity ");
+    score.append(testid(make("span", null, hit.score.toFixed(3)), "case-score"));
+    const caption = make("span", "case-caption");
+    caption.append(testid(make("span", "case-labels", labels), "case-labels"), score);
+    button.append(img, rank, caption);
+    button.addEventListener("click", () => openCase(hit));
+    item.append(button);
+    return item;
+  }
+
+  function renderProvenance(answer) {
+    const t = answer.timings;
+    const sha = answer.model.checkpoint_sha256.slice(0, 12);
+    el.provenance.textContent =
+      `Model ${answer.model.name} (checkpoint ${sha}) · ` +
+      `index “${answer.index.collection}” version ${answer.index.version}, ${answer.index.size} cases · ` +
+      `decode ${ms(t.decode_ms)}, embed ${ms(t.embed_ms)}, search ${ms(t.search_ms)}, ` +
+      `total ${ms(t.total_ms)} · request ${answer.request_id}`;
+  }
+
+  // ------------------------------------------------------------------ the enlarged case
+
+  function openCase(hit) {
+    el.dialogTitle.textContent = `Case ${hit.case_id} · rank ${hit.rank}`;
+    el.dialogImage.src = hit.image_url;
+    el.dialogImage.alt = `Case ${hit.case_id}`;
+    el.dialogLabels.textContent = hit.labels.map(labelText).join(", ") || "no label";
+    el.dialogScore.textContent = `Similarity ${hit.score.toFixed(3)} (cosine, −1 to 1)`;
+    const facts = [["split", hit.split], ...Object.entries(hit.metadata || {})];
+    el.dialogMetadata.replaceChildren(
+      ...facts.flatMap(([key, value]) => [
+        make("dt", null, key),
+        make("dd", null, typeof value === "object" ? JSON.stringify(value) : value),
+      ]),
+    );
+    el.dialog.showModal();
+    el.dialogClose.focus();
+  }
+
+  el.dialogClose.addEventListener("click", () => el.dialog.close());
+  el.dialog.addEventListener("click", (event) => {
+    if (event.target === el.dialog) el.dialog.close(); // a click on the backdrop
+  });
+  el.dialog.addEventListener("close", () => el.dialogImage.removeAttribute("src"));
+
+  // ------------------------------------------------------------------ file input and drop
+
+  el.fileInput.addEventListener("change", () => {
+    const file = el.fileInput.files && el.fileInput.files[0];
+    el.fileInput.value = ""; // choosing the same file again runs it again
+    runQuery(file);
+  });
+
+  const stop = (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+  };
+  for (const type of ["dragenter", "dragover"]) {
+    el.dropzone.addEventListener(type, (event) => {
+      stop(event);
+      if (event.dataTransfer) event.dataTransfer.dropEffect = busy ? "none" : "copy";
+      el.dropzone.classList.add("is-over");
+    });
+  }
+  el.dropzone.addEventListener("dragleave", (event) => {
+    if (!el.dropzone.contains(event.relatedTarget)) el.dropzone.classList.remove("is-over");
+  });
+  el.dropzone.addEventListener("drop", (event) => {
+    stop(event);
+    el.dropzone.classList.remove("is-over");
+    const files = event.dataTransfer && event.dataTransfer.files;
+    if (files && files.length) runQuery(files[0]);
+  });
+  // A file dropped beside the zone must not make the browser navigate away to it.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, stop);
+
+  loadCollections();
+})();

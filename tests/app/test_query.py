@@ -1,0 +1,165 @@
+"""POST /query and the case routes through the test client (lifespan included)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from service_fixtures import HAM_CODES, HAM_NAMES, ServiceEnv, dicom_bytes
+
+
+def query(client: TestClient, data: bytes, **params: object) -> dict:
+    response = client.post("/query", params=params, files={"file": ("upload", data)})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None:
+    body = query(client, ham_image, top_k=5)
+    assert body["task"] == "single_label"
+    assert body["model"]["checkpoint_sha256"]
+    assert body["model"]["name"].startswith("vit-tiny")
+    assert body["index"] == {"collection": "derm", "version": 1, "size": 280, "factory": "Flat"}
+    predictions = body["predictions"]
+    assert {p["code"] for p in predictions} == set(HAM_CODES)
+    assert all(p["name"] == HAM_NAMES[p["code"]] for p in predictions)
+    probs = [p["probability"] for p in predictions]
+    assert probs == sorted(probs, reverse=True)
+    assert sum(probs) == pytest.approx(1.0, abs=1e-5)  # softmax for one-label data
+    cases = body["cases"]
+    assert [c["rank"] for c in cases] == [1, 2, 3, 4, 5]
+    scores = [c["score"] for c in cases]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(1.0, abs=1e-4)  # the image itself is indexed
+    first = cases[0]
+    assert first["image_url"] == f"/cases/{first['case_id']}/image"
+    assert first["labels"][0]["name"] == HAM_NAMES[first["labels"][0]["code"]]
+    vote = body["knn_vote"]
+    assert sum(v["count"] for v in vote) == 5
+    assert sum(v["fraction"] for v in vote) == pytest.approx(1.0)
+    assert body["out_of_distribution"]["flagged"] is False
+    timings = body["timings"]
+    assert timings["total_ms"] >= timings["decode_ms"] + timings["embed_ms"]
+    assert body["query"] == {"format": "JPEG", "width": 224, "height": 224, "preview": None}
+    assert body["request_id"]
+
+
+def test_same_image_as_png_gives_the_same_answer(client: TestClient, ham_image: bytes) -> None:
+    as_png = io.BytesIO()
+    Image.open(io.BytesIO(ham_image)).save(as_png, format="PNG")
+    jpeg, png = query(client, ham_image), query(client, as_png.getvalue())
+    assert png["query"]["format"] == "PNG"
+    # JPEG → PNG is lossless from the decoded pixels: the same tensor, the same answer
+    assert [c["case_id"] for c in png["cases"]] == [c["case_id"] for c in jpeg["cases"]]
+    assert png["predictions"][0]["probability"] == pytest.approx(
+        jpeg["predictions"][0]["probability"], abs=1e-5
+    )
+
+
+@pytest.mark.parametrize("top_k", [1, 7, 100])
+def test_top_k_is_respected(client: TestClient, ham_image: bytes, top_k: int) -> None:
+    assert len(query(client, ham_image, top_k=top_k)["cases"]) == top_k
+
+
+def test_label_and_split_filters(client: TestClient, ham_image: bytes) -> None:
+    body = query(client, ham_image, top_k=50, label="MEL")
+    assert body["cases"]
+    assert all(c["labels"][0]["code"] == "MEL" for c in body["cases"])
+    body = query(client, ham_image, top_k=50, split="test")
+    assert body["cases"]
+    assert all(c["split"] == "test" for c in body["cases"])
+    # a filter that matches nothing gives no cases, not an error
+    assert query(client, ham_image, label="NOPE")["cases"] == []
+
+
+def test_metadata_filter_needs_key_and_value(client: TestClient, ham_image: bytes) -> None:
+    response = client.post(
+        "/query", params={"filter": "modality"}, files={"file": ("q", ham_image)}
+    )
+    assert response.status_code == 400
+    assert "key:value" in response.json()["detail"]
+
+
+def test_dicom_query_with_preview(client: TestClient) -> None:
+    pixels = (np.add.outer(np.arange(64), np.arange(64)) * 30).astype(np.uint16)
+    body = query(client, dicom_bytes(pixels), preview="true", top_k=3)
+    assert body["query"]["format"] == "DICOM"
+    assert (body["query"]["width"], body["query"]["height"]) == (64, 64)
+    assert body["query"]["preview"].startswith("data:image/png;base64,")
+    assert len(body["cases"]) == 3
+
+
+def test_case_record_image_and_thumbnail(
+    client: TestClient, ham_image: bytes, service_env: ServiceEnv
+) -> None:
+    hit = query(client, ham_image, top_k=1)["cases"][0]
+    record = client.get(f"/cases/{hit['case_id']}")
+    assert record.status_code == 200
+    assert record.json()["labels"] == hit["labels"]
+    image = client.get(hit["image_url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
+    assert image.content == ham_image  # the archived original, byte for byte
+    thumb = client.get(hit["thumbnail_url"])
+    assert thumb.status_code == 200
+    assert thumb.headers["content-type"] == "image/png"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
+    cached = list((service_env.data_dir / "cache" / "thumbnails").glob("*.png"))
+    assert cached, "the thumbnail is cached on disk"
+    assert client.get(hit["thumbnail_url"]).content == thumb.content
+
+
+def test_unknown_case_is_404(client: TestClient) -> None:
+    response = client.get("/cases/999999")
+    assert response.status_code == 404
+    assert "no case 999999" in response.json()["detail"]
+
+
+def test_unknown_collection_is_404(client: TestClient, ham_image: bytes) -> None:
+    response = client.post("/query", params={"collection": "cxr"}, files={"file": ("q", ham_image)})
+    assert response.status_code == 404
+    assert "derm" in response.json()["detail"]  # it says what is served
+
+
+def test_operations_routes(client: TestClient, ham_image: bytes) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["collections"]["derm"]["size"] == 280
+    query(client, ham_image)
+    metrics = client.get("/metrics").text
+    assert 'medret_http_requests_total{method="POST",route="/query",status="200"}' in metrics
+    assert 'medret_query_stage_seconds_count{stage="embed"}' in metrics
+    assert 'medret_index_vectors{collection="derm"} 280.0' in metrics
+    schema = client.get("/openapi.json").json()
+    assert {"/query", "/cases/{case_id}", "/admin/reindex", "/readyz"} <= set(schema["paths"])
+    viewer = client.get("/")
+    assert viewer.status_code == 200
+    assert "text/html" in viewer.headers["content-type"]
+    collections = client.get("/collections").json()
+    assert [c["name"] for c in collections] == ["derm"]
+
+
+def test_request_id_is_echoed(client: TestClient, ham_image: bytes) -> None:
+    response = client.post(
+        "/query", files={"file": ("q", ham_image)}, headers={"X-Request-ID": "viewer-42"}
+    )
+    assert response.headers["X-Request-ID"] == "viewer-42"
+    assert response.json()["request_id"] == "viewer-42"
+    unsafe = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert unsafe.headers["X-Request-ID"] != "bad id\twith spaces"
+
+
+def test_cors_is_off_unless_configured(service_env: ServiceEnv) -> None:
+    from app.main import create_app
+
+    origin = {"Origin": "https://viewer.example", "Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(service_env.settings())) as plain:
+        assert "access-control-allow-origin" not in plain.options("/query", headers=origin).headers
+    settings = service_env.settings(cors_origins=["https://viewer.example"])
+    with TestClient(create_app(settings)) as cors:
+        preflight = cors.options("/query", headers=origin)
+        assert preflight.headers["access-control-allow-origin"] == "https://viewer.example"
