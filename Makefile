@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install test lint check-imports unit bench clean
+.PHONY: install test lint check-imports docker-lint unit bench clean
 
 install: $(VENV)/.installed
 
@@ -23,10 +23,17 @@ lint: install
 check-imports: install
 	$(BIN)/lint-imports
 
+# Static checks of the deployment files (no Docker engine needed): the Dockerfiles with
+# hadolint, the compose file against the Compose Specification schema bundled with
+# check-jsonschema (offline).
+docker-lint: install
+	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
 unit: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/with_postgres.sh $(BIN)/pytest
 
-test: lint check-imports unit
+test: lint check-imports docker-lint unit
 
 bench: install
 	$(BIN)/python bench/model_speed.py

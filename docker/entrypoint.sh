@@ -1,0 +1,113 @@
+#!/bin/sh
+# The medret container's entrypoint (installed as /usr/local/bin/medret-entrypoint).
+#
+#   api [SERVE-OPTIONS]   (default) migrate the schema, build the demo collection when
+#                         nothing would be served, then exec `medret serve`
+#   serve [OPTIONS]       exec `medret serve` alone (replicas whose schema is migrated)
+#   migrate [OPTIONS]     create or upgrade the schema, then exit
+#   index|train|evaluate|ablate|inspect|demo [ARGS]   exec that `medret` command
+#   sh|bash [ARGS]        a shell, for debugging
+#
+# Variables read here besides the service's MEDRET_* settings:
+#   MEDRET_DB_WAIT_S      seconds to keep retrying `medret migrate` while a PostgreSQL
+#                         database is still starting (default 60)
+set -eu
+
+PROG=medret-entrypoint
+RETRY_INTERVAL_S=1
+
+usage() {
+    cat >&2 <<USAGE
+usage: $PROG [COMMAND [ARGS...]]
+
+commands:
+  api [SERVE-OPTIONS]   (default) migrate the database, build the demo collection
+                        when no collection has an active index and MEDRET_COLLECTIONS
+                        is empty, then run 'medret serve'
+  serve [OPTIONS]       run 'medret serve' only
+  migrate [OPTIONS]     create or upgrade the database schema, then exit
+  index ARGS...         run 'medret index' (e.g. index --list)
+  train ARGS...         run 'medret train'
+  evaluate|ablate|inspect|demo ARGS...   run that medret command
+  sh|bash [ARGS...]     run a shell
+
+'medret COMMAND --help' describes each command's options.
+USAGE
+}
+
+fail() {
+    echo "$PROG: $*" >&2
+    exit 1
+}
+
+uses_postgres() {
+    case "${MEDRET_DATABASE_URL:-}" in
+        postgres*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# `medret migrate`, retried for up to MEDRET_DB_WAIT_S seconds when the database is
+# PostgreSQL (it may still be starting). SQLite gets one attempt.
+migrate() {
+    if ! uses_postgres; then
+        medret migrate "$@" || fail "'medret migrate' failed; not starting the service"
+        return 0
+    fi
+    wait_s="${MEDRET_DB_WAIT_S:-60}"
+    case "$wait_s" in
+        '' | *[!0-9]*) fail "MEDRET_DB_WAIT_S must be a whole number of seconds, not '$wait_s'" ;;
+    esac
+    started=$(date +%s)
+    while ! medret migrate "$@"; do
+        waited=$(($(date +%s) - started))
+        if [ "$waited" -ge "$wait_s" ]; then
+            fail "the PostgreSQL database (MEDRET_DATABASE_URL) could not be migrated" \
+                "within MEDRET_DB_WAIT_S=${wait_s}s; is it running and are the" \
+                "credentials right? The error is above."
+        fi
+        echo "$PROG: database not ready after ${waited}s; retrying in ${RETRY_INTERVAL_S}s" >&2
+        sleep "$RETRY_INTERVAL_S"
+    done
+}
+
+# How many collections have an active index version, from `medret index --list`.
+active_collection_count() {
+    listing=$(medret index --list) || fail "'medret index --list' failed"
+    printf '%s' "$listing" | python -c '
+import json, sys
+listing = json.load(sys.stdin)
+print(sum(any(v.get("active") for v in c.get("versions", [])) for c in listing))
+' || fail "could not read the output of 'medret index --list'"
+}
+
+run_api() {
+    migrate
+    if [ -z "${MEDRET_COLLECTIONS:-}" ]; then
+        count=$(active_collection_count)
+        if [ "$count" -eq 0 ]; then
+            echo "$PROG: no collection has an active index; building the demo collection" >&2
+            medret demo --no-serve || fail "'medret demo --no-serve' failed"
+        fi
+    fi
+    exec medret serve "$@"
+}
+
+if [ "$#" -eq 0 ]; then
+    set -- api
+fi
+command=$1
+shift
+
+case "$command" in
+    api) run_api "$@" ;;
+    migrate) migrate "$@" ;;
+    serve | index | train | evaluate | ablate | inspect | demo) exec medret "$command" "$@" ;;
+    sh | bash) exec "$command" "$@" ;;
+    help) usage; exit 0 ;;
+    *)
+        echo "$PROG: unknown command '$command'" >&2
+        usage
+        exit 2
+        ;;
+esac

@@ -1,0 +1,151 @@
+"""docker-compose.yml, .env.example and the Dockerfiles: what they set and reserve.
+
+Every MEDRET_* variable a deployment file sets must be one the service reads
+(``app.settings.environment_variables()``) or one of the few only the entrypoint reads.
+The schema and lint checks are ``make docker-lint`` (hadolint, check-jsonschema).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import environment_variables, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+DOCKERFILES = [REPO / "docker" / "Dockerfile.cpu", REPO / "docker" / "Dockerfile.gpu"]
+
+# Read by docker/entrypoint.sh before the service starts, so not fields of Settings.
+ENTRYPOINT_ONLY_VARIABLES = {"MEDRET_DB_WAIT_S"}
+
+MEDRET_NAME = re.compile(r"\bMEDRET_[A-Z0-9_]+\b")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def service_environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's ``environment``, written as a map or as a list of NAME=value."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): None if v is None else str(v) for k, v in env.items()}
+    pairs = (str(item).partition("=") for item in env)
+    return {name: value if sep else None for name, sep, value in pairs}
+
+
+def test_compose_sets_only_known_medret_variables(compose: dict[str, Any]) -> None:
+    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES
+    set_anywhere = {
+        (name, service_name)
+        for service_name, service in compose["services"].items()
+        for name in service_environment(service)
+        if name.startswith("MEDRET_")
+    }
+    assert set_anywhere, "the compose file sets no MEDRET_* variable: the parser is wrong"
+    unknown = sorted(pair for pair in set_anywhere if pair[0] not in known)
+    assert not unknown, f"variables no part of medret reads: {unknown}"
+
+
+def test_env_example_names_only_known_medret_variables() -> None:
+    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES
+    named = set(MEDRET_NAME.findall(ENV_EXAMPLE.read_text()))
+    assert "MEDRET_ADMIN_TOKEN" in named
+    assert not named - known, f"unknown variables in .env.example: {sorted(named - known)}"
+
+
+def test_entrypoint_only_variables_are_read_by_the_entrypoint_and_not_settings() -> None:
+    script = ENTRYPOINT.read_text()
+    settings_variables = set(environment_variables())
+    for name in ENTRYPOINT_ONLY_VARIABLES:
+        assert "${" + name in script, f"{name} is allowlisted but the entrypoint never reads it"
+        assert name not in settings_variables, f"{name} is a Settings field now: unlist it"
+
+
+def test_every_interpolated_variable_is_documented_in_env_example() -> None:
+    interpolated = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE.read_text()))
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.M))
+    assert "POSTGRES_PASSWORD" in interpolated
+    assert not interpolated - documented, sorted(interpolated - documented)
+
+
+def test_the_admin_token_placeholder_is_refused_by_the_service() -> None:
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.M))
+    with pytest.raises(ValueError, match="MEDRET_ADMIN_TOKEN must be at least"):
+        load_settings(admin_token=values["MEDRET_ADMIN_TOKEN"])
+
+
+def test_api_waits_for_a_healthy_database_and_uses_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["api"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+    for name in ("api", "indexer"):
+        url = service_environment(services[name])["MEDRET_DATABASE_URL"]
+        assert url is not None
+        assert url.startswith("postgresql+psycopg://medret:${POSTGRES_PASSWORD}@db:5432/")
+        assert services[name]["env_file"] == ".env"
+
+
+def test_api_publishes_port_8000_with_a_health_check(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    assert "8000:8000" in api["ports"]
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert any(str(v).endswith(":/data") for v in api["volumes"])
+
+
+def test_one_shot_services_are_behind_profiles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["indexer"]["profiles"] == ["index"]
+    assert services["indexer"]["command"][0] == "index"
+    assert any(str(v).endswith(":/archive:ro") for v in services["indexer"]["volumes"])
+    assert services["trainer"]["profiles"] == ["train"]
+    assert services["trainer"]["command"][0] == "train"
+
+
+def test_the_trainer_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
+    trainer = compose["services"]["trainer"]
+    assert trainer["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+    devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_services_build_dockerfiles_that_exist(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "build" in service:
+            dockerfile = REPO / service["build"]["context"] / service["build"]["dockerfile"]
+            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+    for name in ("api", "indexer"):
+        assert compose["services"][name]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_the_entrypoint_as_an_unprivileged_user(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    assert "COPY --chmod=755 docker/entrypoint.sh /usr/local/bin/medret-entrypoint" in text
+    assert 'ENTRYPOINT ["/usr/local/bin/medret-entrypoint"]' in text
+    assert 'CMD ["api"]' in text
+    assert re.search(r"^USER 10001(:10001)?$", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.M)
+    assert "EXPOSE 8000" in text
+    assert "VOLUME /data" in text
+    base_images = re.findall(r"^FROM (\S+)", text, re.M)
+    assert base_images
+    for image in base_images:
+        assert ":" in image, f"{image}: pin the base image by tag"
+        assert not image.endswith(":latest"), f"{image}: pin the base image by tag"
+
+
+def test_secrets_and_local_state_stay_out_of_git_and_the_build_context() -> None:
+    gitignored = (REPO / ".gitignore").read_text().splitlines()
+    assert ".env" in gitignored
+    dockerignored = set((REPO / ".dockerignore").read_text().splitlines())
+    assert {".git", ".env", ".venv*", "data", "runs", "reports"} <= dockerignored
