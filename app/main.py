@@ -25,6 +25,7 @@ from app.schemas import ErrorOut
 from app.services import Services
 from app.settings import Settings, load_settings
 from indexer.store import MetadataStore
+from indexer.vector_index import set_search_threads
 from model.decoding import DecodeLimits
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def open_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     """Open the store and build the registry and job launcher (blocking)."""
     data_dir = settings.resolved_data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    set_search_threads(settings.search_threads)
     store = MetadataStore.open(settings.resolved_database_url)
     return Services(
         settings=settings,

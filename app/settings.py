@@ -62,9 +62,19 @@ class Settings(BaseSettings):
     )
     batch_max: int = Field(16, ge=1, le=1024, description="most queries in one model forward")
     batch_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="longest a query waits for others to share its batch"
+        0.0,
+        ge=0,
+        le=1000,
+        description="longest a query waits for others to share its batch (0: a batch is "
+        "whatever queued while the previous one ran)",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    search_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="FAISS OpenMP threads per search (1 suits single queries on shared cores)",
+    )
     ood_reference_cases: int = Field(
         1000,
         ge=0,

@@ -127,6 +127,12 @@ class IndexSpec:
 # --------------------------------------------------------------------------- factory choice
 
 
+def set_search_threads(threads: int) -> None:
+    """FAISS's OpenMP thread count for this process (1 for a server answering single
+    queries; see the module doc)."""
+    faiss.omp_set_num_threads(max(1, threads))
+
+
 def hnsw_bytes_per_vector(dim: int, m: int = HNSW_M) -> float:
     """Memory of one vector in ``IDMap2,HNSW{m},Flat``.
 
