@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import uuid
+import warnings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -47,6 +48,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("faiss", "alembic", "PIL", "multipart", "python_multipart", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # pydicom's value warnings quote raw element values, which may be patient identifiers
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -270,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # libraries' start-up chatter is not for the person at the terminal
         for noisy in ("faiss", "alembic", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pydicom's value warnings quote raw element values, which may be patient identifiers
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -47,6 +47,7 @@ import enum
 import io
 import logging
 import os
+import re
 import struct
 import warnings
 from collections.abc import Callable, Mapping
@@ -466,8 +467,21 @@ def _float_dtype_for(values: np.ndarray) -> np.dtype[np.floating[Any]]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    """A library's error as one line fit for a message: quoted values (which may be any
+    bytes of the file, identifiers included) and object addresses are left out."""
+    return safe_error_text(str(exc)) or type(exc).__name__
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def safe_error_text(text: str, limit: int = 300) -> str:
+    """``text`` on one line, without quoted values or object reprs, at most ``limit`` chars."""
+    text = _OBJECT_REPR.sub("the data", text)
+    text = _QUOTED.sub("'…'", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 __all__ = [

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.filereader import (  # pydicom's own readers, so we agree on the layout
@@ -96,9 +97,15 @@ from model.decoding import (
     is_library_panic,
     linear_window_to_uint8,
     robust_window_to_uint8,
+    safe_error_text,
 )
 
 logger = logging.getLogger(__name__)
+
+# pydicom's value checks warn (and log) with the raw value quoted, and an invalid value may
+# be a patient's name or id written into the wrong element: files are decoded without them
+# (a bad value that matters still fails the decode, with a message of our own).
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -286,7 +293,7 @@ def _inflate(compressed: memoryview, limit: int) -> list[bytes]:
             if inflater.eof:
                 break
     except zlib.error as exc:
-        raise _corrupt(f"corrupt deflated DICOM data set: {exc}") from None
+        raise _corrupt(f"corrupt deflated DICOM data set: {safe_error_text(str(exc))}") from None
     if not inflater.eof:
         raise _corrupt(
             f"truncated deflated DICOM data set: the deflate stream ends early "
@@ -390,7 +397,7 @@ def _unsupported_transfer_syntax(transfer_syntax: UID, reason: str = "") -> Imag
     if name is not None:
         label = f"{name} ({transfer_syntax})"
     else:
-        label = f"{transfer_syntax} (unknown or private UID)"
+        label = f"{uid_text(transfer_syntax)} (unknown or private UID)"
     suffix = f": {reason}" if reason else ""
     return ImageDecodeError(
         f"unsupported transfer syntax {label}{suffix}", DecodeErrorKind.UNSUPPORTED
@@ -499,8 +506,7 @@ def _decode_frame(
 
 def _plugin_failure(plugin: str, exc: BaseException) -> str:
     """One line naming the plugin, without pydicom's "raised by all plugins" preamble."""
-    text = " ".join(str(exc).split())
-    text = text.replace(_ALL_PLUGINS_FAILED, "").strip()
+    text = safe_error_text(str(exc).replace(_ALL_PLUGINS_FAILED, "")).strip()
     return text if text.startswith(f"{plugin}:") else f"{plugin}: {text}"
 
 
@@ -750,7 +756,7 @@ def describe_dicom(
     sop_class = _sop_class_name(dataset)
     if sop_class != "unknown":
         metadata["sop_class"] = sop_class
-    name = transfer_syntax_name(transfer_syntax) or str(transfer_syntax)
+    name = transfer_syntax_name(transfer_syntax) or uid_text(transfer_syntax)
     metadata["transfer_syntax"] = _metadata_text(name) or "unknown"
     return metadata
 
@@ -780,11 +786,23 @@ def _metadata_text(value: object) -> str | None:
     return text[:_METADATA_MAX_CHARS] or None
 
 
+def uid_text(uid: object) -> str:
+    """A UID as text when it is a well-formed UID (digits and dots, ≤ 64 characters);
+    "malformed UID" otherwise — a malformed value may hold anything, identifiers included."""
+    text = str(uid or "").strip(" \x00")
+    return text if _WELL_FORMED_UID.fullmatch(text) else "malformed UID"
+
+
+_WELL_FORMED_UID = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")
+
+
 def _sop_class_name(dataset: Dataset) -> str:
     try:
         uid = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
-        text = str(uid or "").strip(" \x00")
-        return _metadata_text(UID(text).name) or "unknown" if text else "unknown"
+        text = uid_text(uid)
+        if text == "malformed UID":
+            return "unknown"
+        return _metadata_text(UID(text).name) or "unknown"
     except Exception:  # only used in messages and metadata
         return "unknown"
 

@@ -304,7 +304,7 @@ def test_the_ood_banner_and_the_busy_state(viewer: ViewerPage, ham_image: bytes)
     expect(banner).to_be_visible()
     expect(banner).to_have_attribute("role", "alert")
     expect(banner).to_contain_text("unlike the images in the “derm” collection")
-    expect(banner).to_contain_text("(score 0.900, threshold 0.400)")
+    expect(banner).to_contain_text("(score 91.2, threshold 40.5)")
     expect(viewer.testid("file-input")).to_be_enabled()
 
 

@@ -14,7 +14,9 @@ from app.schemas import CollectionOut, HealthOut, IndexOut, LabelOut, ReadyOut
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=HealthOut, summary="The process is alive")
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], response_model=HealthOut, summary="The process is alive"
+)
 async def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
