@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install test lint check-imports docker-lint unit bench clean
+.PHONY: install demo test lint check-imports docker-lint unit bench clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
+
+# README command one: build (or reuse) the demo collection and serve it, e.g.
+#   make demo DEMO_ARGS="--data ../shared/data/ham10000 --port 8001"
+DEMO_ARGS ?=
+demo: install
+	$(BIN)/medret demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

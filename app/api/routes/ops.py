@@ -14,11 +14,14 @@ from app.schemas import CollectionOut, HealthOut, IndexOut, LabelOut, ReadyOut
 router = APIRouter(tags=["operations"])
 
 
-@router.api_route(
-    "/healthz", methods=["GET", "HEAD"], response_model=HealthOut, summary="The process is alive"
-)
+@router.get("/healthz", response_model=HealthOut, summary="The process is alive")
 async def healthz() -> HealthOut:
     return HealthOut(status="ok")
+
+
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return Response(status_code=200)
 
 
 @router.get(
