@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -43,6 +44,7 @@ def open_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     data_dir = settings.resolved_data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     set_search_threads(settings.search_threads)
+    torch.set_num_threads(settings.resolved_torch_threads)
     store = MetadataStore.open(settings.resolved_database_url)
     return Services(
         settings=settings,

@@ -7,6 +7,7 @@ Settings are built by :func:`load_settings` when the app is created, never at im
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
         "whatever queued while the previous one ran)",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="CPU threads of one model forward (0: half the cores, leaving the rest "
+        "to decoding and HTTP)",
+    )
     search_threads: int = Field(
         1,
         ge=1,
@@ -76,7 +84,7 @@ class Settings(BaseSettings):
         description="FAISS OpenMP threads per search (1 suits single queries on shared cores)",
     )
     ood_reference_cases: int = Field(
-        1000,
+        500,
         ge=0,
         le=100_000,
         description="indexed images the out-of-distribution check is calibrated on (0: off)",
@@ -156,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'medret.db'}"
+
+    @property
+    def resolved_torch_threads(self) -> int:
+        return self.torch_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def max_upload_bytes(self) -> int:

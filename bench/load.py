@@ -44,7 +44,7 @@ import torch
 
 from app.metrics import ServiceMetrics
 from app.runtime import ModelRunner
-from app.settings import Settings
+from app.settings import load_settings
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.search import CollectionIndex
 from indexer.store import MetadataStore
@@ -149,13 +149,14 @@ def test_images(source: Path, count: int) -> list[bytes]:
 
 def overhead(base: str, url: str, checkpoint: Path, image: bytes, rounds: int) -> dict[str, float]:
     """Median single-client /query latency against the bare in-process path."""
-    settings = Settings(data_dir=Path("/nonexistent"), batch_max=1)
+    settings = load_settings(data_dir=Path("/nonexistent"), batch_max=1)
     runner = ModelRunner(
         load_checkpoint(checkpoint), torch.device("cpu"), settings, ServiceMetrics()
     )
     store = MetadataStore.open(url)
     index = CollectionIndex.load(store, COLLECTION)
     set_search_threads(settings.search_threads)  # as the service does
+    torch.set_num_threads(settings.resolved_torch_threads)
 
     def bare() -> float:
         started = time.perf_counter()
@@ -278,7 +279,17 @@ async def load_with_reindex(
                 if job["state"] in ("succeeded", "failed"):
                     break
             job["seconds"] = time.perf_counter() - started
-            await asyncio.sleep(5)  # the watcher loads the new version; keep querying it
+            # the watcher loads the new version (and calibrates its out-of-distribution
+            # check); keep querying until it serves, then a few seconds more
+            counts = job.get("counts")
+            wanted = counts.get("version") if isinstance(counts, dict) else None
+            while wanted is not None and time.perf_counter() - started < max_s:
+                ready = (await admin.get("/readyz")).json()
+                if ready["collections"].get(COLLECTION, {}).get("version") == wanted:
+                    job["served_after_s"] = time.perf_counter() - started
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(3)
         stop.set()
 
     await asyncio.gather(run_load(base, images, clients, stop, result), reindex())
@@ -328,6 +339,7 @@ def main() -> None:
                 "job_state": job.get("state"),
                 "job_seconds": job.get("seconds"),
                 "job_counts": job.get("counts"),
+                "new_version_served_after_s": job.get("served_after_s"),
             }
             print("reindex under load:", json.dumps(report["reindex_under_load"]))
     finally:

@@ -15,6 +15,7 @@ set -eu
 
 PROG=medret-entrypoint
 RETRY_INTERVAL_S=1
+DEMO_CONFIG=/opt/medret/configs/cpu_recipe.yaml  # copied into the images
 
 usage() {
     cat >&2 <<USAGE
@@ -87,7 +88,12 @@ run_api() {
         count=$(active_collection_count)
         if [ "$count" -eq 0 ]; then
             echo "$PROG: no collection has an active index; building the demo collection" >&2
-            medret demo --no-serve || fail "'medret demo --no-serve' failed"
+            if [ -f "$DEMO_CONFIG" ]; then
+                medret demo --no-serve --config "$DEMO_CONFIG" \
+                    || fail "'medret demo --no-serve' failed"
+            else
+                medret demo --no-serve || fail "'medret demo --no-serve' failed"
+            fi
         fi
     fi
     exec medret serve "$@"

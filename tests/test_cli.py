@@ -35,14 +35,6 @@ def test_every_subcommand_has_help(name: str) -> None:
     assert f"usage: medret {name}" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["serve", "demo"])
-def test_unbuilt_subcommands_say_so_and_fail(name: str) -> None:
-    result = medret(name)
-    assert result.returncode == 3
-    assert "not built yet" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_no_subcommand_is_an_error() -> None:
     result = medret()
     assert result.returncode == 2
