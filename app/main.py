@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await follower
             await services.registry.aclose()
             services.launcher.poll()
+            services.workers.shutdown(wait=True)
             await asyncio.to_thread(services.store.close)
             app.state.services = None
 

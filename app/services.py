@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
@@ -11,6 +17,11 @@ from app.runtime import CollectionRegistry
 from app.settings import Settings
 from indexer.store import MetadataStore
 from model.decoding import DecodeLimits
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+QUERY_THREADS = 8  # decoding and search of concurrent queries (the model has its own thread)
 
 
 @dataclass
@@ -22,3 +33,13 @@ class Services:
     metrics: ServiceMetrics
     limits: DecodeLimits
     thumbnail_dir: Path
+    workers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="query")
+    )
+
+    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(*args)`` in the query thread pool, with this request's context (its id in
+        the logs). A plain executor hop: cheaper than AnyIO's, which matters at ~10 ms
+        per query."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.workers, call)

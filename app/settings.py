@@ -84,13 +84,13 @@ class Settings(BaseSettings):
         description="FAISS OpenMP threads per search (1 suits single queries on shared cores)",
     )
     ood_reference_cases: int = Field(
-        500,
+        2000,
         ge=0,
         le=100_000,
         description="indexed images the out-of-distribution check is calibrated on (0: off)",
     )
     ood_false_alarm_rate: float = Field(
-        0.01,
+        0.02,
         gt=0,
         lt=0.5,
         description="share of the collection's own cases that would be flagged: sets the "

@@ -11,7 +11,6 @@ from typing import Annotated
 import numpy as np
 import torch
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.routes.cases import case_out
@@ -168,7 +167,7 @@ async def query(
     data = await file.read()
     await file.close()
     try:
-        decoded, canvas = await run_in_threadpool(decode_for, runtime, data, services.limits)
+        decoded, canvas = await services.run(decode_for, runtime, data, services.limits)
     except ImageDecodeError as exc:
         raise decode_error(exc) from None
     del data
@@ -176,9 +175,7 @@ async def query(
     prediction = await runtime.runner.predict(canvas)
     embedded_at = time.perf_counter()
     try:
-        hits, score = await run_in_threadpool(
-            search_for, services, runtime, prediction, top_k, filters
-        )
+        hits, score = await services.run(search_for, services, runtime, prediction, top_k, filters)
     except (SearchError, StoreError) as exc:
         raise ApiError(400, str(exc)) from None
     searched_at = time.perf_counter()
@@ -192,7 +189,7 @@ async def query(
         metrics.ood_flagged.labels(runtime.name).inc()
     preview_url = None
     if preview:
-        png = await run_in_threadpool(render_preview, decoded.pixels, PREVIEW_PX)
+        png = await services.run(render_preview, decoded.pixels, PREVIEW_PX)
         preview_url = "data:image/png;base64," + base64.b64encode(png).decode()
     height, width = decoded.pixels.shape[:2]
     meta = runtime.runner.meta.model
