@@ -12,7 +12,9 @@ Calibration happens on the collection itself when a version is loaded. Up to
 and the threshold is the ``1 − false_alarm_rate`` quantile of the distances of the
 held-out third — images that *are* in the collection but were not used for the fit, as a
 new in-distribution query is. With the default rate of 2 %, about one genuine query in
-fifty is flagged. The fitted model is cached per index version and checkpoint.
+fifty is flagged. The fitted model is cached per index version and checkpoint, and the
+reference features per checkpoint and image content, so a new version of a collection
+(a reindex) only encodes the images it has not seen.
 """
 
 from __future__ import annotations
@@ -66,6 +68,35 @@ class OodModel:
         with np.load(path, allow_pickle=False) as data:
             threshold, rate, samples, median = (float(v) for v in data["scalars"])
             return cls(data["mean"], data["precision"], threshold, rate, int(samples), median)
+
+
+FEATURE_CACHE_LIMIT = 50_000  # reference features kept per checkpoint
+
+
+def load_feature_cache(path: Path) -> dict[str, np.ndarray]:
+    """Content hash → [CLS] features computed earlier with one checkpoint (empty if none)."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return dict(zip(data["hashes"].tolist(), data["features"], strict=True))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def save_feature_cache(path: Path, features: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically, keeping at most :data:`FEATURE_CACHE_LIMIT` entries."""
+    items = list(features.items())[-FEATURE_CACHE_LIMIT:]
+    if not items:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        hashes=np.asarray([h for h, _ in items]),
+        features=np.stack([f for _, f in items]).astype(np.float32),
+    )
+    tmp.replace(path)
 
 
 def uncalibrated(rate: float, dim: int = 0) -> OodModel:

@@ -28,7 +28,13 @@ import torch
 from app.batching import MicroBatcher
 from app.images import CaseImageError, case_pixels
 from app.metrics import ServiceMetrics
-from app.ood import OodModel, fit_ood, uncalibrated
+from app.ood import (
+    OodModel,
+    fit_ood,
+    load_feature_cache,
+    save_feature_cache,
+    uncalibrated,
+)
 from app.settings import Settings
 from indexer.search import CollectionIndex
 from indexer.store import CollectionInfo, MetadataStore
@@ -304,31 +310,45 @@ class CollectionRegistry:
                 return OodModel.load(cache)
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring an unreadable out-of-distribution cache %s", cache)
+        started = time.perf_counter()
         _, ids = load_vectors(Path(version.path), mmap=True)
         rng = np.random.default_rng(0)
         chosen = rng.choice(
             len(ids), size=min(len(ids), settings.ood_reference_cases), replace=False
         )
         cases = self.store.get_cases([int(ids[i]) for i in np.sort(chosen)])
-        canvases = []
+        features_path = cache.parent / f"features-{runner.sha256[:16]}.npz"
+        known = load_feature_cache(features_path)
+        todo, canvases = [], []
         for case in cases.values():
+            if case.content_hash in known:
+                continue
             try:
                 canvases.append(runner.canvas(case_pixels(case, self.limits)))
+                todo.append(case.content_hash)
             except CaseImageError as exc:
                 log.debug("out-of-distribution reference: skipping case %d: %s", case.id, exc)
-        started = time.perf_counter()
-        features = [
+        computed = [
             p.features
             for start in range(0, len(canvases), REFERENCE_BATCH)
             for p in runner.forward(canvases[start : start + REFERENCE_BATCH])
         ]
+        known.update(zip(todo, computed, strict=True))
+        features = [known[c.content_hash] for c in cases.values() if c.content_hash in known]
+        if computed:
+            try:
+                save_feature_cache(features_path, known)
+            except OSError as exc:
+                log.warning("cannot cache reference features at %s: %s", features_path, exc)
         model = fit_ood(np.stack(features) if features else np.zeros((0, 0)), false_alarm_rate=rate)
         log.info(
-            "collection %s v%d: out-of-distribution threshold %.2f from %d indexed images (%.1f s)",
+            "collection %s v%d: out-of-distribution threshold %.2f from %d indexed images "
+            "(%d encoded now, %.1f s)",
             index.collection.name,
             version.version,
             model.threshold,
             model.samples,
+            len(computed),
             time.perf_counter() - started,
         )
         try:

@@ -138,26 +138,31 @@ def free_port() -> int:
 
 def start_server(env: ServiceEnv, log_path: Path, **extra_env: str) -> LiveServer:
     """``medret serve`` in a real uvicorn process, once /readyz answers 200."""
-    port = free_port()
     variables = {
-        **os.environ,
         "MEDRET_DATA_DIR": str(env.data_dir),
         "MEDRET_DATABASE_URL": env.database_url,
         "MEDRET_ADMIN_TOKEN": ADMIN_TOKEN,
         "MEDRET_ARCHIVE_ROOTS": str(env.archive_root),
         "MEDRET_RELOAD_INTERVAL_S": "0.3",
         "MEDRET_INDEX_WORKERS": "0",
-        "MEDRET_PORT": str(port),
         **extra_env,
     }
-    out = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medret", "serve"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=variables,
-        text=True,
-    )
+    return launch_server(variables, log_path, ready_path="/readyz")
+
+
+def launch_server(variables: dict[str, str], log_path: Path, *, ready_path: str) -> LiveServer:
+    """``medret serve`` with these MEDRET_* variables (on a free port), once ``ready_path``
+    answers 200; MEDRET_* variables of the test process itself are not passed on."""
+    port = free_port()
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEDRET_")}
+    with log_path.open("w") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "medret", "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**inherited, **variables, "MEDRET_PORT": str(port)},
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -166,7 +171,7 @@ def start_server(env: ServiceEnv, log_path: Path, **extra_env: str) -> LiveServe
                 f"medret serve exited with {process.returncode}: {log_path.read_text()}"
             )
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                 return LiveServer(url, process, log_path)
         except httpx.HTTPError:
             pass

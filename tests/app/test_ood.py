@@ -4,6 +4,7 @@ dermoscopy collection are flagged, held-out dermoscopy images mostly are not."""
 from __future__ import annotations
 
 import csv
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import REPO_ROOT, ServiceEnv, build_collection, ham_subset
+from service_fixtures import (
+    HAM_CODES,
+    REPO_ROOT,
+    ServiceEnv,
+    build_collection,
+    ham_subset,
+    make_checkpoint,
+)
 
 from app.main import create_app
 from app.ood import fit_ood
@@ -78,3 +86,24 @@ def test_chest_xrays_are_flagged_on_a_dermoscopy_collection(
         derm_rate = np.mean([flagged(p) for p in held_out])
     assert xray_rate >= 0.95, f"only {xray_rate:.0%} of chest X-rays flagged"
     assert derm_rate <= 0.15, f"{derm_rate:.0%} of held-out dermoscopy images flagged"
+
+
+def test_reference_features_are_reused_by_a_new_version(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    archive = ham_subset(shared_data, tmp_path / "archives" / "ham", per_class=3)
+    checkpoint = make_checkpoint(tmp_path / "derm.safetensors", HAM_CODES)
+    url = f"sqlite:///{tmp_path / 'medret.db'}"
+    env = ServiceEnv(tmp_path / "data", url, checkpoint, archive, tmp_path / "archives")
+    build_collection(url, env.data_dir, "derm", checkpoint, archive)
+    caplog.set_level(logging.INFO, logger="app.runtime")
+    with TestClient(create_app(env.settings())):
+        pass
+    assert "(21 encoded now" in caplog.text  # 7 classes × 3 images, all encoded once
+    assert list((env.data_dir / "cache" / "ood").glob("features-*.npz"))
+    caplog.clear()
+    build_collection(url, env.data_dir, "derm", checkpoint, archive)  # a full reindex: v2
+    with TestClient(create_app(env.settings())) as client:
+        assert client.get("/readyz").json()["collections"]["derm"]["version"] == 2
+    assert "derm v2: out-of-distribution threshold" in caplog.text
+    assert "(0 encoded now" in caplog.text  # the same images: nothing decoded again

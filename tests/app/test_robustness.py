@@ -14,8 +14,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from service_fixtures import (
     ADMIN_TOKEN,
     LiveServer,
     ServiceEnv,
-    free_port,
+    launch_server,
     start_server,
     stop_server,
 )
@@ -146,38 +144,15 @@ def multipart(data: bytes, filename: str = "x.png", boundary: str = "b0undary") 
 
 
 def start_bare_server(data_dir: Path, log_path: Path, **extra_env: str) -> LiveServer:
-    """``medret serve`` over `data_dir` (possibly empty), once /healthz answers."""
-    port = free_port()
+    """``medret serve`` over `data_dir` (possibly empty) without an admin token, once
+    /healthz answers."""
     variables = {
-        **os.environ,
         "MEDRET_DATA_DIR": str(data_dir),
         "MEDRET_DATABASE_URL": f"sqlite:///{data_dir / 'medret.db'}",
         "MEDRET_RELOAD_INTERVAL_S": "0.3",
-        "MEDRET_PORT": str(port),
         **extra_env,
     }
-    variables.pop("MEDRET_ADMIN_TOKEN", None)
-    with log_path.open("w") as out:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-m", "medret", "serve"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=variables,
-            text=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"medret serve exited: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return LiveServer(url, process, log_path)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"medret serve did not answer within 60 s: {log_path.read_text()}")
+    return launch_server(variables, log_path, ready_path="/healthz")
 
 
 def services_of(client: TestClient) -> Services:
