@@ -5,7 +5,6 @@ Only this module (and the routes) know HTTP status codes (house habit 6).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,8 +14,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logs import request_id_var
 from model.decoding import DecodeErrorKind, ImageDecodeError
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -59,6 +56,10 @@ def describe_validation_error(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """JSON bodies for the errors FastAPI and the routes raise (an unexpected exception is
+    answered by :class:`app.middleware.RequestContextMiddleware`, which knows the request
+    id)."""
+
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -83,13 +84,6 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "the request body could not be read as multipart/form-data"
         return JSONResponse(_body(detail), exc.status_code, headers=exc.headers)
 
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=exc)
-        return JSONResponse(
-            _body("the server failed to answer; the error is logged with this request id"), 500
-        )
-
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)

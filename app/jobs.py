@@ -25,7 +25,7 @@ from indexer.store import JobInfo, MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
 
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOG_TAIL_LINES = 5
 
 
@@ -41,6 +41,7 @@ class JobRequestError(Exception):
 @dataclass
 class _Child:
     job_id: str
+    collection: str
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -59,10 +60,14 @@ class JobLauncher:
     def _allowed_path(self, raw: str, what: str) -> Path:
         if not raw or "\x00" in raw:
             raise JobRequestError(400, f"{what} must be a path")
-        path = Path(raw).expanduser()
+        path = Path(raw)
         if not path.is_absolute():
             raise JobRequestError(400, f"{what} must be an absolute path on the server")
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+            exists = resolved.exists()
+        except (OSError, RuntimeError) as exc:  # a loop of links, a name too long, …
+            raise JobRequestError(400, f"{what} {raw[:200]} cannot be used: {exc}") from None
         roots = self.settings.allowed_archive_roots
         if not any(resolved.is_relative_to(root) for root in roots):
             raise JobRequestError(
@@ -70,7 +75,7 @@ class JobLauncher:
                 f"{what} {raw} is outside the folders this service may read "
                 f"(MEDRET_ARCHIVE_ROOTS: {', '.join(map(str, roots))})",
             )
-        if not resolved.exists():
+        if not exists:
             raise JobRequestError(400, f"{what} {raw} does not exist on the server")
         return resolved
 
@@ -92,7 +97,7 @@ class JobLauncher:
         checkpoint: str | None = None,
         layout: str = "auto",
     ) -> JobInfo:
-        if not COLLECTION_NAME.match(collection):
+        if not COLLECTION_NAME.fullmatch(collection):
             raise JobRequestError(400, "a collection name is 1–64 letters, digits, '_', '.' or '-'")
         if mode not in ("full", "add"):
             raise JobRequestError(400, f"mode is 'full' or 'add', not {mode!r}")
@@ -116,8 +121,13 @@ class JobLauncher:
         if mode == "add":
             argv.append("--add")
         with self._lock:
-            if coll is None:  # the job row needs a collection id: create it from the checkpoint
+            if coll is None:  # the build creates the collection from the checkpoint
                 coll_id = None
+                for child in self._children.values():
+                    if child.collection == collection and child.process.poll() is None:
+                        raise JobRequestError(
+                            409, f"job {child.job_id} is already creating {collection!r}"
+                        )
             else:
                 coll_id = coll.id
                 busy = self._busy(coll.id)
@@ -127,7 +137,7 @@ class JobLauncher:
                         f"a {busy.kind} job ({busy.id}) is already {busy.state} for {collection!r}",
                     )
             job = self.store.create_job(mode, coll_id)
-            self._spawn(job, argv)
+            self._spawn(job, collection, argv)
         return job
 
     def start_removal(self, collection_id: int, collection: str, case_id: int) -> JobInfo:
@@ -136,10 +146,10 @@ class JobLauncher:
             if busy is not None:
                 raise _busy_error(busy, collection)
             job = self.store.create_job("remove", collection_id)
-            self._spawn(job, ["--collection", collection, "--remove", str(case_id)])
+            self._spawn(job, collection, ["--collection", collection, "--remove", str(case_id)])
         return job
 
-    def _spawn(self, job: JobInfo, argv: list[str]) -> None:
+    def _spawn(self, job: JobInfo, collection: str, argv: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{job.id}.log"
         command = [
@@ -169,7 +179,7 @@ class JobLauncher:
         except OSError as exc:
             self.store.finish_job(job.id, state="failed", message=f"could not start: {exc}")
             raise JobRequestError(500, f"could not start the indexing process: {exc}") from exc
-        self._children[job.id] = _Child(job.id, process, log_path)
+        self._children[job.id] = _Child(job.id, collection, process, log_path)
         log.info("job %s (%s) started as process %d", job.id, job.kind, process.pid)
 
     # ------------------------------------------------------------------ follow-up
@@ -178,9 +188,8 @@ class JobLauncher:
         """Reap finished processes; fail their jobs if they could not say so themselves."""
         for job_id, child in list(self._children.items()):
             code = child.process.poll()
-            if code is None:
-                continue
-            del self._children[job_id]
+            if code is None or self._children.pop(job_id, None) is None:
+                continue  # still running, or another thread reaped it
             job = self.store.get_job(job_id)
             if job is None or job.state in ("succeeded", "failed"):
                 continue

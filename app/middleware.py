@@ -28,6 +28,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and part headers around the file
+SMALL_BODY_LIMIT = 64 * 1024  # every request body but an upload (admin JSON)
 
 
 class UploadTooLarge(HTTPException):
@@ -78,8 +79,23 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except Exception:  # a bug: answer here, where the request id is still known
+            log.exception("unexpected error")
+            if not started_response:
+                await _refuse(
+                    send_with_id,
+                    500,
+                    "the server failed to answer; the error is logged with this request id",
+                )
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -94,20 +110,22 @@ class UploadLimitMiddleware:
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
-        self.limit = max_bytes
-        self.max_body = max_bytes + MULTIPART_SLACK
+        self.upload_limit = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        uploads = scope.get("path", "") == "/query"
+        limit = self.upload_limit if uploads else SMALL_BODY_LIMIT  # JSON bodies are small
+        max_body = limit + MULTIPART_SLACK if uploads else limit
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await _refuse(send, 400, "the Content-Length header is not a number")
                 return
-            if int(declared) > self.max_body:
-                await _refuse(send, 413, UploadTooLarge(self.limit).detail)
+            if int(declared) > max_body:
+                await _refuse(send, 413, UploadTooLarge(limit).detail)
                 return
         received = 0
 
@@ -116,8 +134,8 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise UploadTooLarge(self.limit)
+                if received > max_body:
+                    raise UploadTooLarge(limit)
             return message
 
         await self.app(scope, counting_receive, send)

@@ -20,6 +20,8 @@ reference features per checkpoint and image content, so a new version of a colle
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,7 @@ class OodModel:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = _temporary_beside(path)
         np.savez(
             tmp,
             mean=self.mean,
@@ -80,8 +82,16 @@ def load_feature_cache(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return dict(zip(data["hashes"].tolist(), data["features"], strict=True))
-    except (OSError, ValueError, KeyError):
+    except Exception:  # a damaged cache is recomputed, never fatal
+        path.unlink(missing_ok=True)
         return {}
+
+
+def _temporary_beside(path: Path) -> Path:
+    """A unique temporary name next to ``path`` (replicas may share the cache folder)."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
+    os.close(handle)
+    return Path(name)
 
 
 def save_feature_cache(path: Path, features: dict[str, np.ndarray]) -> None:
@@ -90,7 +100,7 @@ def save_feature_cache(path: Path, features: dict[str, np.ndarray]) -> None:
     if not items:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = _temporary_beside(path)
     np.savez(
         tmp,
         hashes=np.asarray([h for h, _ in items]),

@@ -168,7 +168,10 @@ class CollectionRegistry:
         self._runners: dict[str, ModelRunner] = {}
         self._retired: list[tuple[float, ModelRunner]] = []
         self.problems: dict[str, str] = {}  # collection → why its newest version is not served
+        self._failed: dict[str, int] = {}  # collection → version id that failed to load
+        self._wanted: list[str] = list(settings.collections)
         self._sync_lock = threading.Lock()
+        self._stopping = False
         self.started = False
 
     # ------------------------------------------------------------------ lookups
@@ -194,10 +197,10 @@ class CollectionRegistry:
         runtime = runtimes.get(name)
         if runtime is not None:
             return runtime
-        if name in self.wanted_names():
+        if name in self._wanted:  # as of the last sync: no SQL on the event loop
+            problem = self.problems.get(name)
             raise NotReadyError(
-                f"collection {name!r} is not loaded yet"
-                + (f": {self.problems[name]}" if name in self.problems else "")
+                f"collection {name!r} is not loaded yet" + (f": {problem}" if problem else "")
             )
         raise UnknownCollectionError(
             f"no collection named {name!r}; served: {', '.join(sorted(runtimes)) or 'none'}"
@@ -242,8 +245,11 @@ class CollectionRegistry:
         """
         changed: list[str] = []
         with self._sync_lock:
+            if self._stopping:
+                return changed
             collections = {c.name: c for c in self.store.list_collections()}
-            for name in self.wanted_names():
+            self._wanted = list(self.settings.collections) or list(collections)
+            for name in self._wanted:
                 info = collections.get(name)
                 if info is None:
                     self.problems[name] = "no such collection in the database"
@@ -256,10 +262,13 @@ class CollectionRegistry:
                     continue
                 if current is not None and current.index.version.id == active.id:
                     continue
+                if self._failed.get(name) == active.id:
+                    continue  # tried; waits for another version (or a restart)
                 try:
                     runtime = self._load(info)
                 except Exception as exc:  # keep serving what we have
                     self.problems[name] = f"version {active.version}: {exc}"
+                    self._failed[name] = active.id
                     self.metrics.reloads.labels(name, "failed").inc()
                     log.error(
                         "collection %s: cannot load version %d: %s", name, active.version, exc
@@ -308,8 +317,9 @@ class CollectionRegistry:
         if cache.is_file():
             try:
                 return OodModel.load(cache)
-            except (OSError, ValueError, KeyError):
+            except Exception:  # a damaged cache is recomputed, never fatal
                 log.warning("ignoring an unreadable out-of-distribution cache %s", cache)
+                cache.unlink(missing_ok=True)
         started = time.perf_counter()
         _, ids = load_vectors(Path(version.path), mmap=True)
         rng = np.random.default_rng(0)
@@ -395,8 +405,14 @@ class CollectionRegistry:
             except Exception:
                 log.exception("looking for new index versions failed; will retry")
 
+    def stop_syncing(self) -> None:
+        """Wait for a sync in flight (blocking) and refuse later ones."""
+        with self._sync_lock:
+            self._stopping = True
+
     async def aclose(self) -> None:
-        for runner in self._runners.values():
+        await asyncio.to_thread(self.stop_syncing)
+        for runner in list(self._runners.values()):
             await runner.aclose()
         self._runners.clear()
         await self.close_retired(everything=True)

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
+        if not value.get_secret_value().isascii() or not value.get_secret_value().isprintable():
+            raise ValueError("MEDRET_ADMIN_TOKEN must be printable ASCII (it travels in a header)")
         if len(value.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
             raise ValueError(
                 f"MEDRET_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "

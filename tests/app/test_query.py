@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from service_fixtures import HAM_CODES, HAM_NAMES, ServiceEnv, dicom_bytes
 
+from app.main import create_app
+
 
 def query(client: TestClient, data: bytes, **params: object) -> dict:
     response = client.post("/query", params=params, files={"file": ("upload", data)})
@@ -154,7 +156,6 @@ def test_request_id_is_echoed(client: TestClient, ham_image: bytes) -> None:
 
 
 def test_cors_is_off_unless_configured(service_env: ServiceEnv) -> None:
-    from app.main import create_app
 
     origin = {"Origin": "https://viewer.example", "Access-Control-Request-Method": "POST"}
     with TestClient(create_app(service_env.settings())) as plain:

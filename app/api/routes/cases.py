@@ -59,7 +59,10 @@ async def get_case(request: Request, case_id: CaseId, services: ServicesDep) -> 
 
 @router.get(
     "/{case_id}/image",
-    responses={**IMAGE_ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+    responses={
+        **IMAGE_ERRORS,
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+    },
     response_class=Response,
     summary="The case's image: the original, or a PNG rendering (DICOM, TIFF, BMP)",
 )

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 
 from app.api.deps import ServicesDep
 from app.api.routes.cases import case_out
+from app.batching import BatcherClosedError
 from app.errors import ApiError, decode_error
 from app.images import render_preview
 from app.logs import request_id_var
@@ -172,7 +173,10 @@ async def query(
         raise decode_error(exc) from None
     del data
     decoded_at = time.perf_counter()
-    prediction = await runtime.runner.predict(canvas)
+    try:
+        prediction = await runtime.runner.predict(canvas)
+    except BatcherClosedError:
+        raise ApiError(503, "the model is being replaced; retry in a moment") from None
     embedded_at = time.perf_counter()
     try:
         hits, score = await services.run(search_for, services, runtime, prediction, top_k, filters)
