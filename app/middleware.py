@@ -33,9 +33,9 @@ SMALL_BODY_LIMIT = 64 * 1024  # every request body but an upload (admin JSON)
 
 class UploadTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
+        size = f"{limit / 2**20:.1f} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
         super().__init__(
-            413,
-            f"the upload is larger than the limit of {limit / 2**20:.1f} MiB; send a smaller file",
+            413, f"the request body is larger than the limit of {size}; send a smaller one"
         )
 
 

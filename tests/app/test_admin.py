@@ -257,3 +257,19 @@ def test_reindex_sources_are_confined(
     assert not (small_env.data_dir / "jobs").exists() or not list(
         (small_env.data_dir / "jobs").iterdir()
     )
+
+
+def test_unresolvable_sources_and_odd_names_are_400(
+    admin_client: TestClient, small_env: ServiceEnv
+) -> None:
+    loop = small_env.archive_root / "loop"
+    loop.symlink_to(loop)  # a link to itself: resolving it fails
+    too_long = str(small_env.archive_root / ("a" * 300))
+    for body in (
+        {"collection": "derm", "source": str(loop / "x")},
+        {"collection": "derm", "source": too_long},
+        {"collection": "derm\n", "source": str(small_env.archive)},
+    ):
+        response = admin_client.post("/admin/reindex", json=body, headers=AUTH)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["detail"]

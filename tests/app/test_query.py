@@ -164,3 +164,32 @@ def test_cors_is_off_unless_configured(service_env: ServiceEnv) -> None:
     with TestClient(create_app(settings)) as cors:
         preflight = cors.options("/query", headers=origin)
         assert preflight.headers["access-control-allow-origin"] == "https://viewer.example"
+
+
+def test_an_unexpected_error_is_json_with_the_request_id(
+    service_env: ServiceEnv, ham_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.api.routes.query as query_route
+
+    def broken(*_: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(query_route, "search_for", broken)
+    with TestClient(create_app(service_env.settings()), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/query", files={"file": ("q", ham_image)}, headers={"X-Request-ID": "bug-1"}
+        )
+        assert response.status_code == 500
+        assert response.json()["request_id"] == "bug-1"
+        assert response.headers["X-Request-ID"] == "bug-1"
+        assert client.get("/healthz").status_code == 200  # and the service goes on
+
+
+def test_admin_bodies_are_small(client: TestClient) -> None:
+    response = client.post(
+        "/admin/reindex",
+        content=b"{" + b" " * (100 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "64 KiB" in response.json()["detail"]
