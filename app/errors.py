@@ -38,7 +38,8 @@ def decode_error(exc: ImageDecodeError) -> ApiError:
     return ApiError(DECODE_STATUS[exc.kind], str(exc), error=f"image_{exc.kind.value}")
 
 
-def _body(detail: str, **extra: Any) -> dict[str, Any]:
+def error_body(detail: str, **extra: Any) -> dict[str, Any]:
+    """Every error's JSON: the sentence, anything extra, and the request id."""
     return {"detail": detail, **extra, "request_id": request_id_var.get()}
 
 
@@ -63,7 +64,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(_body(exc.detail, **exc.extra), exc.status, headers=headers)
+        return JSONResponse(error_body(exc.detail, **exc.extra), exc.status, headers=headers)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -71,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
             for e in exc.errors()
         ]
-        return JSONResponse(_body(describe_validation_error(exc), errors=errors), 400)
+        return JSONResponse(error_body(describe_validation_error(exc), errors=errors), 400)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -82,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "this method is not allowed here"
         elif exc.status_code == 400 and detail.startswith("There was an error parsing the body"):
             detail = "the request body could not be read as multipart/form-data"
-        return JSONResponse(_body(detail), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(detail), exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)

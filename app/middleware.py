@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from app.errors import error_body
 from app.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from app.metrics import ServiceMetrics
 
@@ -142,7 +143,7 @@ class UploadLimitMiddleware:
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail, "request_id": request_id_var.get()}).encode()
+    body = json.dumps(error_body(detail)).encode()
     await send(
         {
             "type": "http.response.start",

@@ -104,13 +104,10 @@ class ModelRunner:
         """Embeddings and class probabilities of a batch of canvases (blocking)."""
         batch = torch.stack(list(canvases)).to(self.device, non_blocking=True)
         x = normalise(batch, self.meta.preprocessing)
-        model = self.loaded.model
         with autocast(self.device, bf16=True):
-            features = model.forward_features(x)  # (B, D)
-            embedding = model.embed_head(features)  # (B, E), as model(x) computes it
-            logits = model.classifier(embedding)
-        embeddings = torch.nn.functional.normalize(embedding.float(), dim=-1)
-        probs = probabilities(logits, self.task)
+            features, out = self.loaded.model.forward_with_features(x)  # (B, D), (B, E)/(B, C)
+        embeddings = torch.nn.functional.normalize(out.embedding.float(), dim=-1)
+        probs = probabilities(out.logits, self.task)
         emb_np = embeddings.cpu().numpy().astype(np.float32, copy=False)
         prob_np = probs.float().cpu().numpy()
         feat_np = features.float().cpu().numpy()

@@ -261,9 +261,15 @@ class MultiScaleViT(nn.Module):
         """Images → unit-norm retrieval embeddings (B, E)."""
         return self.embed_head(self.forward_features(x))
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ModelOutput]:
+        """The [CLS] features (B, D) the heads read, and what :meth:`forward` returns
+        (the service scores out-of-distribution images on the features)."""
+        features = self.forward_features(x)
+        embedding = self.embed_head(features)
+        return features, ModelOutput(embedding=embedding, logits=self.classifier(embedding))
+
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        embedding = self.forward_embedding(x)
-        return ModelOutput(embedding=embedding, logits=self.classifier(embedding))
+        return self.forward_with_features(x)[1]
 
 
 def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:

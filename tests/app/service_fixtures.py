@@ -29,6 +29,8 @@ from model.preprocessing import PreprocessConfig
 from model.vit import build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 HAM_CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 HAM_NAMES = {
     "MEL": "Melanoma",
@@ -189,21 +191,24 @@ def stop_server(server: LiveServer) -> None:
         server.process.wait()
 
 
-def dicom_bytes(pixels: np.ndarray, **attributes: str) -> bytes:
-    """A monochrome 16-bit DICOM Part 10 file holding ``pixels`` (2-D uint16)."""
+def dicom_bytes(
+    pixels: np.ndarray, *, sop_class: str = SECONDARY_CAPTURE, **attributes: object
+) -> bytes:
+    """A monochrome 12-bit DICOM Part 10 file holding ``pixels`` (2-D, stored as uint16);
+    ``attributes`` (e.g. ``Modality="CT"``, ``RescaleIntercept=-1024``) are set last."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality = "CR"
+    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 12)
     for key, value in attributes.items():
         setattr(ds, key, value)
-    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 12)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -229,17 +229,6 @@ def test_admin_needs_the_token(admin_client: TestClient, small_env: ServiceEnv) 
     assert not list((small_env.data_dir / "jobs").glob("*.log"))  # nothing was started
 
 
-def test_admin_is_disabled_without_a_token(small_env: ServiceEnv) -> None:
-    with TestClient(create_app(small_env.settings(admin_token=None))) as client:
-        response = client.post(
-            "/admin/reindex",
-            json={"collection": "derm", "source": str(small_env.archive)},
-            headers=AUTH,
-        )
-        assert response.status_code == 404
-        assert "disabled" in response.json()["detail"]
-
-
 @pytest.mark.parametrize(
     ("source", "status"),
     [("relative/path", 400), ("/etc", 403), ("{root}/../../etc", 403), ("{root}/missing", 400)],

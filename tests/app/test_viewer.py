@@ -9,7 +9,6 @@ so CI can never pass while silently skipping the viewer. Set
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import os
@@ -20,9 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, generate_uid
-from service_fixtures import LiveServer
+from service_fixtures import CT_IMAGE, LiveServer, dicom_bytes
 
 CHROMIUM = Path(os.environ.get("MEDRET_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -130,21 +127,15 @@ def ct_like_dicom(size: int = 64) -> bytes:
     yy, xx = np.mgrid[:size, :size]
     disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
     hu = np.where(disc, 400, -1000).astype(np.int16)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.set_pixel_data((hu + 1024).astype(np.uint16), "MONOCHROME2", 12)
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
-    ds.WindowCenter = 40
-    ds.WindowWidth = 400
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return dicom_bytes(
+        hu + 1024,
+        sop_class=CT_IMAGE,
+        Modality="CT",
+        RescaleIntercept=-1024,
+        RescaleSlope=1,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
 
 
 # --------------------------------------------------------------------------- tests

@@ -192,3 +192,16 @@ def test_config_round_trips_through_dict() -> None:
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown model config keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "colour": "blue"})
+
+
+def test_forward_with_features_is_forward_plus_the_cls_features() -> None:
+    cfg = ModelConfig.from_variant("tiny", num_classes=3, depth=1, image_size=32, embed_dim=8)
+    model = build_model(cfg).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features, out = model.forward_with_features(x)
+        plain = model(x)
+        assert torch.equal(features, model.forward_features(x))
+    assert features.shape == (2, cfg.width)
+    assert torch.equal(out.embedding, plain.embedding)
+    assert torch.equal(out.logits, plain.logits)

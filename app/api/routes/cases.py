@@ -3,7 +3,7 @@ text ever becomes a filesystem path."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, Response
@@ -31,16 +31,17 @@ IMAGE_ERRORS: dict[int | str, dict[str, object]] = {
 CACHE_IMMUTABLE = "private, max-age=86400, immutable"
 
 
-def case_out(runtime: CollectionRuntime, case: CaseInfo, root: str = "") -> CaseOut:
-    return CaseOut(
-        case_id=case.id,
-        collection=runtime.name,
-        labels=[LabelOut(code=c, name=runtime.label_name(c)) for c in case.labels],
-        split=case.split,
-        metadata=dict(case.meta),
-        image_url=f"{root}/cases/{case.id}/image",
-        thumbnail_url=f"{root}/cases/{case.id}/thumbnail",
-    )
+def case_fields(runtime: CollectionRuntime, case: CaseInfo, root: str = "") -> dict[str, Any]:
+    """The fields of :class:`CaseOut` (and of a query's :class:`HitOut`) for ``case``."""
+    return {
+        "case_id": case.id,
+        "collection": runtime.name,
+        "labels": [LabelOut(code=c, name=runtime.label_name(c)) for c in case.labels],
+        "split": case.split,
+        "metadata": dict(case.meta),
+        "image_url": f"{root}/cases/{case.id}/image",
+        "thumbnail_url": f"{root}/cases/{case.id}/thumbnail",
+    }
 
 
 def served_case(services: Services, case_id: int) -> tuple[CollectionRuntime, CaseInfo]:
@@ -54,7 +55,7 @@ def served_case(services: Services, case_id: int) -> tuple[CollectionRuntime, Ca
 @router.get("/{case_id}", response_model=CaseOut, responses=NOT_FOUND, summary="A case's record")
 async def get_case(request: Request, case_id: CaseId, services: ServicesDep) -> CaseOut:
     runtime, case = await run_in_threadpool(served_case, services, case_id)
-    return case_out(runtime, case, request.scope.get("root_path", ""))
+    return CaseOut(**case_fields(runtime, case, request.scope.get("root_path", "")))
 
 
 @router.get(

@@ -13,7 +13,7 @@ import torch
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 
 from app.api.deps import ServicesDep
-from app.api.routes.cases import case_out
+from app.api.routes.cases import case_fields
 from app.batching import BatcherClosedError
 from app.errors import ApiError, decode_error
 from app.images import render_preview
@@ -214,8 +214,7 @@ async def query(
         task=runtime.info.task,  # type: ignore[arg-type]
         predictions=predictions_out(runtime, prediction.probabilities),
         cases=[
-            HitOut(rank=h.rank, score=h.score, **dict(case_out(runtime, h.case, root)))
-            for h in hits
+            HitOut(rank=h.rank, score=h.score, **case_fields(runtime, h.case, root)) for h in hits
         ],
         knn_vote=knn_vote(runtime, hits),
         out_of_distribution=OodOut(
