@@ -11,12 +11,9 @@ from pydantic import ValidationError
 
 from app.logs import configure_logging
 from app.settings import Settings, load_settings
+from commandline.errors import CommandError
 
 log = logging.getLogger(__name__)
-
-
-class CommandError(Exception):
-    """Bad configuration, reported by the CLI as one line with exit status 2."""
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

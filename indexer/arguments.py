@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from model.arguments import non_negative_int, positive_int
+from commandline.types import non_negative_int, positive_int
 
 DEFAULT_DATA_DIR = "data"
 

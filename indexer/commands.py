@@ -11,16 +11,12 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from commandline.errors import CommandError
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
 from indexer.store import MetadataStore, StoreError
 from indexer.vector_index import VectorIndexError
 from model.archives import ArchiveError
 from model.checkpoint import CheckpointError
-
-
-class CommandError(Exception):
-    """An expected failure, reported as one line with exit status 2."""
-
 
 EXPECTED = (IndexBuildError, StoreError, VectorIndexError, ArchiveError, CheckpointError)
 

@@ -21,10 +21,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from model.archives import Sample, decode_content, sample_content
-from model.decoding import DEFAULT_LIMITS, DecodeLimits, ImageDecodeError
+from archives.canvas import prepare_sample
+from model.archives import Sample
+from model.decoding import DEFAULT_LIMITS, DecodeLimits
 from model.device import autocast
-from model.preprocessing import PreprocessConfig, fit_to_canvas, normalise
+from model.preprocessing import PreprocessConfig, normalise
 from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,10 @@ class ArchiveImages(Dataset[Prepared]):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Prepared:
-        sample = self.samples[i]
-        try:
-            digest, content = sample_content(sample, self.limits)
-        except ImageDecodeError as exc:  # a file over limits.max_bytes
-            return Prepared(i, "", None, {}, error=str(exc))
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            return Prepared(i, "", None, {}, error=f"cannot read: {exc}")
-        if digest in self.known:
-            return Prepared(i, digest, None, {}, known=True)
-        try:
-            pixels, metadata = decode_content(content, self.limits)
-        except ImageDecodeError as exc:
-            return Prepared(i, digest, None, {}, error=str(exc))
-        return Prepared(i, digest, fit_to_canvas(pixels, self.pre.image_size), dict(metadata))
+        done = prepare_sample(self.samples[i], self.pre.image_size, self.limits, skip=self.known)
+        return Prepared(
+            i, done.content_hash, done.canvas, done.metadata, error=done.error, known=done.skipped
+        )
 
 
 def _collate(items: list[Prepared]) -> list[Prepared]:

@@ -15,16 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from commandline.errors import EXIT_BAD_INPUT, CommandError
+
 EXIT_NOT_BUILT = 3
 
 Handler = Callable[[argparse.Namespace], int]
 
 PLANNED: dict[str, tuple[str, str, str]] = {}
-
-
-class CliError(Exception):
-    """Bad input to a command: reported as one line, exit status 2."""
 
 
 def not_built(name: str, tracked_in: str) -> Handler:
@@ -39,14 +36,11 @@ def not_built(name: str, tracked_in: str) -> Handler:
 
 
 def package_handler(package: str, name: str) -> Handler:
-    """Run ``<package>.commands.run_<name>``, turning its expected failures into CliError."""
+    """Run ``<package>.commands.run_<name>`` (its expected failures raise CommandError)."""
 
     def handler(args: argparse.Namespace) -> int:
         commands = importlib.import_module(f"{package}.commands")
-        try:
-            result: int = getattr(commands, f"run_{name}")(args)
-        except commands.CommandError as exc:
-            raise CliError(str(exc)) from exc
+        result: int = getattr(commands, f"run_{name}")(args)
         return result
 
     return handler
@@ -59,10 +53,7 @@ def training_handler(name: str) -> Handler:
 def run_demo(args: argparse.Namespace) -> int:
     from medret import demo
 
-    try:
-        return demo.run_demo(args)
-    except demo.CommandError as exc:
-        raise CliError(str(exc)) from exc
+    return demo.run_demo(args)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -97,7 +88,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``medret serve``; each overrides its MEDRET_* variable when given."""
-    from model.arguments import positive_int
+    from commandline.types import positive_int
 
     p.add_argument("--host", help="listen address (env MEDRET_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=positive_int, help="listen port (env MEDRET_PORT; default 8000)")
@@ -134,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(handler=not_built(name, tracked_in))
 
+    from commandline.types import positive_int
     from indexer.arguments import add_migrate_arguments
-    from model.arguments import positive_int
     from training.arguments import (
         add_ablate_arguments,
         add_evaluate_arguments,
@@ -275,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except CliError as exc:
+    except CommandError as exc:
         print(f"medret {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ValueError, OSError) as exc:  # bad input that a library reported

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from commandline.errors import CommandError
+
 if TYPE_CHECKING:
     from indexer.store import MetadataStore
     from model.archives import Archive
@@ -59,13 +61,9 @@ EMBED_IMAGES_PER_S_PER_CORE = 300.0
 DECODE_IMAGES_PER_S_PER_CORE = 150.0
 
 
-class CommandError(Exception):
-    """An expected failure, reported by the CLI as one line with exit status 2."""
-
-
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    from commandline.types import positive_int
     from indexer.arguments import add_location_arguments
-    from model.arguments import positive_int
 
     add_location_arguments(p)
     data = p.add_argument_group("what to build")
@@ -384,7 +382,7 @@ def run_demo(args: argparse.Namespace) -> int:
         IndexBuildError,
         StoreError,
         VectorIndexError,
-        index_commands.CommandError,
+        CommandError,
     )
     started = time.perf_counter()
     args.data_dir = args.data_dir.expanduser().resolve()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.arguments import non_negative_int, positive_int
+from commandline.types import non_negative_int, positive_int
 
 VARIANTS = ("vit", "vit_multiscale", "vit_multiloss", "full", "cnn")
 

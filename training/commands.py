@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from commandline.errors import CommandError
 from model.archives import ArchiveError, read_archive
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.pretrained import PretrainedWeightsError
@@ -41,10 +42,6 @@ EXPECTED_ERRORS = (
     CheckpointError,
     PretrainedWeightsError,
 )
-
-
-class CommandError(Exception):
-    """An expected failure, reported as one line."""
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:

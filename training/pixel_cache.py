@@ -59,13 +59,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from model.archives import Sample, decode_content, sample_content
-from model.decoding import (
-    DEFAULT_LIMITS,
-    DecodeLimits,
-    ImageDecodeError,
-)
-from model.preprocessing import fit_to_canvas
+from archives.canvas import prepare_sample
+from model.archives import Sample
+from model.decoding import DEFAULT_LIMITS, DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +74,6 @@ NOT_CACHED = "not in the pixel cache"
 INDEX_FILE = "index.json"
 PIXELS_FILE = "pixels.u8"
 LOCK_FILE = "build.lock"
-
-
-def make_canvas(
-    content: bytes | np.ndarray, size: tuple[int, int], limits: DecodeLimits
-) -> np.ndarray:
-    """The cached row for `content`: (3, H, W) uint8 (raises ImageDecodeError for bytes)."""
-    return fit_to_canvas(decode_content(content, limits)[0], size).numpy()
 
 
 @dataclass
@@ -131,20 +120,11 @@ class _Jobs(Dataset[_JobResult]):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> _JobResult:
-        sample = self.samples[i]
-        try:
-            digest, content = sample_content(sample, self.limits)
-        except ImageDecodeError as exc:  # a file over limits.max_bytes
-            return i, "", None, str(exc)
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            return i, "", None, f"cannot read: {exc}"
-        if not self.decode or digest in self.known:
-            return i, digest, None, ""
-        try:
-            canvas = make_canvas(content, self.size, self.limits)
-        except ImageDecodeError as exc:
-            return i, digest, None, str(exc)
-        return i, digest, canvas, ""
+        done = prepare_sample(
+            self.samples[i], self.size, self.limits, skip=self.known, decode=self.decode
+        )
+        canvas = None if done.canvas is None else done.canvas.numpy()
+        return i, done.content_hash, canvas, done.error
 
 
 def _identity(item: Any) -> Any:

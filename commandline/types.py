@@ -1,7 +1,6 @@
 """argparse value types shared by every ``medret`` subcommand.
 
-In :mod:`model` because it is the one package that training, indexing and serving may
-all import; argparse turns an ``ArgumentTypeError`` into a usage message and exit 2.
+argparse turns an ``ArgumentTypeError`` into a usage message and exit 2.
 """
 
 from __future__ import annotations

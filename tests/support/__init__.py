@@ -1,0 +1,1 @@
+"""Builders shared by the tests: DICOM files, images, archives, checkpoints and a live server."""
