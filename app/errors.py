@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logs import request_id_var
-from model.decoding import DecodeErrorKind, ImageDecodeError
+from imaging.decode import DecodeErrorKind, ImageDecodeError
 
 
 class ApiError(Exception):

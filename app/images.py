@@ -8,17 +8,17 @@ shows a picture other than the one that was indexed.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from archives.content import decode_content, sample_content
+from archives.records import ArrayRef, Sample
+from files.atomic import atomic_write_bytes
+from imaging.decode import DecodeLimits, ImageDecodeError, sniff_format
 from indexer.store import CaseInfo
-from model.archives import ArrayRef, Sample, decode_content, sample_content
-from model.decoding import DecodeLimits, ImageDecodeError, sniff_format
 
 BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -105,13 +105,5 @@ def case_thumbnail(case: CaseInfo, cache_dir: Path, max_side: int, limits: Decod
     if path.is_file():
         return path
     png = _png(_pixels(case, _content(case, limits), limits), max_side)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(png)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, png)  # replicas may share the cache folder
     return path

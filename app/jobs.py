@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.settings import Settings
-from indexer.store import JobInfo, MetadataStore, StoreError
+from indexer.plan import ReindexMode, parse_reindex_mode
+from indexer.store import JobInfo, JobState, MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class JobLauncher:
     def _busy(self, collection_id: int) -> JobInfo | None:
         self.store.reap_stale_jobs()
         for job in self.store.list_jobs(collection_id):
-            if job.state in ("queued", "running"):
+            if job.state in (JobState.QUEUED, JobState.RUNNING):
                 return job
         return None
 
@@ -99,8 +100,10 @@ class JobLauncher:
     ) -> JobInfo:
         if not COLLECTION_NAME.fullmatch(collection):
             raise JobRequestError(400, "a collection name is 1–64 letters, digits, '_', '.' or '-'")
-        if mode not in ("full", "add"):
-            raise JobRequestError(400, f"mode is 'full' or 'add', not {mode!r}")
+        try:
+            reindex = parse_reindex_mode(mode)
+        except ValueError as exc:
+            raise JobRequestError(400, str(exc)) from None
         source_path = self._allowed_path(source, "source")
         existing = {c.name: c for c in self.store.list_collections()}
         coll = existing.get(collection)
@@ -118,7 +121,7 @@ class JobLauncher:
             "--checkpoint", str(checkpoint_path),
             "--layout", layout,
         ]  # fmt: skip
-        if mode == "add":
+        if reindex is ReindexMode.ADD:
             argv.append("--add")
         with self._lock:
             if coll is None:  # the build creates the collection from the checkpoint
@@ -136,7 +139,7 @@ class JobLauncher:
                         409,
                         f"a {busy.kind} job ({busy.id}) is already {busy.state} for {collection!r}",
                     )
-            job = self.store.create_job(mode, coll_id)
+            job = self.store.create_job(reindex.value, coll_id)
             self._spawn(job, collection, argv)
         return job
 
@@ -177,7 +180,7 @@ class JobLauncher:
                     start_new_session=True,  # Ctrl-C on the server does not kill the build
                 )
         except OSError as exc:
-            self.store.finish_job(job.id, state="failed", message=f"could not start: {exc}")
+            self.store.finish_job(job.id, state=JobState.FAILED, message=f"could not start: {exc}")
             raise JobRequestError(500, f"could not start the indexing process: {exc}") from exc
         self._children[job.id] = _Child(job.id, collection, process, log_path)
         log.info("job %s (%s) started as process %d", job.id, job.kind, process.pid)
@@ -191,11 +194,13 @@ class JobLauncher:
             if code is None or self._children.pop(job_id, None) is None:
                 continue  # still running, or another thread reaped it
             job = self.store.get_job(job_id)
-            if job is None or job.state in ("succeeded", "failed"):
+            if job is None or job.state in (JobState.SUCCEEDED, JobState.FAILED):
                 continue
             reason = _last_lines(child.log_path) or f"the indexing process exited with {code}"
             try:
-                self.store.finish_job(job_id, state="failed", errors=[reason], message=reason)
+                self.store.finish_job(
+                    job_id, state=JobState.FAILED, errors=[reason], message=reason
+                )
             except StoreError:
                 continue  # it finished meanwhile
             log.warning("job %s failed: %s", job_id, reason)

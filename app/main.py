@@ -25,9 +25,9 @@ from app.runtime import CollectionRegistry
 from app.schemas import ErrorOut
 from app.services import Services
 from app.settings import Settings, load_settings
+from imaging.decode import DecodeLimits
 from indexer.store import MetadataStore
-from indexer.vector_index import set_search_threads
-from model.decoding import DecodeLimits
+from indexer.vectors.index import set_search_threads
 
 log = logging.getLogger(__name__)
 

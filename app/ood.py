@@ -20,13 +20,13 @@ reference features per checkpoint and image content, so a new version of a colle
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
+
+from files.atomic import atomic_writer
 
 MIN_CASES = 12  # fewer reference images than this: no threshold (never flagged)
 FIT_FRACTION = 2 / 3
@@ -55,15 +55,16 @@ class OodModel:
         return score > self.threshold
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary_beside(path)
-        np.savez(
-            tmp,
-            mean=self.mean,
-            precision=self.precision,
-            scalars=np.asarray([self.threshold, self.false_alarm_rate, self.samples, self.median]),
-        )
-        tmp.replace(path)
+        """Write the model atomically (replicas may share the cache folder)."""
+        with atomic_writer(path, "wb") as handle:  # a handle: numpy adds no ".npz" to it
+            np.savez(
+                handle,
+                mean=self.mean,
+                precision=self.precision,
+                scalars=np.asarray(
+                    [self.threshold, self.false_alarm_rate, self.samples, self.median]
+                ),
+            )
 
     @classmethod
     def load(cls, path: Path) -> OodModel:
@@ -87,26 +88,17 @@ def load_feature_cache(path: Path) -> dict[str, np.ndarray]:
         return {}
 
 
-def _temporary_beside(path: Path) -> Path:
-    """A unique temporary name next to ``path`` (replicas may share the cache folder)."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-    os.close(handle)
-    return Path(name)
-
-
 def save_feature_cache(path: Path, features: dict[str, np.ndarray]) -> None:
     """Write the cache atomically, keeping at most :data:`FEATURE_CACHE_LIMIT` entries."""
     items = list(features.items())[-FEATURE_CACHE_LIMIT:]
     if not items:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(path)
-    np.savez(
-        tmp,
-        hashes=np.asarray([h for h, _ in items]),
-        features=np.stack([f for _, f in items]).astype(np.float32),
-    )
-    tmp.replace(path)
+    with atomic_writer(path, "wb") as handle:  # a handle: numpy adds no ".npz" to it
+        np.savez(
+            handle,
+            hashes=np.asarray([h for h, _ in items]),
+            features=np.stack([f for _, f in items]).astype(np.float32),
+        )
 
 
 def uncalibrated(rate: float, dim: int = 0) -> OodModel:

@@ -1,15 +1,14 @@
-"""What the service holds in memory: loaded models and the active version of each collection.
+"""What the service holds in memory: the active version of each collection it serves.
 
-* :class:`ModelRunner` — one checkpoint on the device, behind a :class:`MicroBatcher`.
-  Its input is the letterboxed uint8 canvas that :func:`model.preprocessing.fit_to_canvas`
-  makes (exactly as training and the indexer), normalised on the device.
-* :class:`CollectionRuntime` — one collection's active index version, the runner of the
-  checkpoint it was built with, and its out-of-distribution calibration. It is immutable:
-  a request takes one at its start and uses it throughout, so it never mixes versions.
+* :class:`CollectionRuntime` — one collection's active index version, the
+  :class:`~app.runner.ModelRunner` of the checkpoint it was built with, and its
+  out-of-distribution calibration (:mod:`app.calibration`). It is immutable: a request
+  takes one at its start and uses it throughout, so it never mixes versions.
 * :class:`CollectionRegistry` — the runtimes by name. A watcher compares the active
   versions in SQL with the loaded ones every few seconds; a new version is loaded in a
   worker thread while queries continue on the old one, then swapped in by replacing one
-  dictionary entry. A version that fails to load leaves the old one serving.
+  dictionary entry. A version that fails to load leaves the old one serving. Runners are
+  shared by the versions built with the same checkpoint.
 """
 
 from __future__ import annotations
@@ -18,38 +17,23 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import torch
-
-from app.batching import MicroBatcher
-from app.images import CaseImageError, case_pixels
+from app.calibration import calibrated_ood
 from app.metrics import ServiceMetrics
-from app.ood import (
-    OodModel,
-    fit_ood,
-    load_feature_cache,
-    save_feature_cache,
-    uncalibrated,
-)
+from app.ood import OodModel
+from app.runner import ModelRunner
 from app.settings import Settings
+from imaging.decode import DecodeLimits
 from indexer.search import CollectionIndex
 from indexer.store import CollectionInfo, MetadataStore
-from indexer.vector_index import load_vectors
-from model.checkpoint import LoadedCheckpoint, load_checkpoint
-from model.config import Task
-from model.decoding import DecodeLimits
-from model.device import autocast, resolve_device
-from model.preprocessing import fit_to_canvas, normalise
-from model.vit import probabilities
+from labels import Task
+from model.checkpoint import load_checkpoint
+from model.device import resolve_device
 
 log = logging.getLogger(__name__)
 
-RETIRE_AFTER_S = 60.0
-REFERENCE_BATCH = 32  # a replaced model stays usable this long for requests in flight
+RETIRE_AFTER_S = 60.0  # a replaced model stays usable this long for requests in flight
 
 
 class NotReadyError(RuntimeError):
@@ -62,62 +46,6 @@ class UnknownCollectionError(LookupError):
 
 class AmbiguousCollectionError(ValueError):
     """Several collections are served and the query named none."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    embedding: np.ndarray  # (E,) float32, unit norm
-    probabilities: np.ndarray  # (C,) float32
-    features: np.ndarray  # (D,) float32: the [CLS] features the embedding head reads
-
-
-class ModelRunner:
-    """A loaded checkpoint and the micro-batcher in front of it."""
-
-    def __init__(
-        self,
-        loaded: LoadedCheckpoint,
-        device: torch.device,
-        settings: Settings,
-        metrics: ServiceMetrics,
-    ) -> None:
-        self.loaded = loaded
-        self.device = device
-        self.meta = loaded.meta
-        self.sha256 = loaded.sha256
-        self.task = loaded.meta.model.task
-        self.image_size = loaded.meta.preprocessing.image_size
-        self.batcher: MicroBatcher[torch.Tensor, Prediction] = MicroBatcher(
-            self.forward,
-            max_batch=settings.batch_max,
-            max_wait_s=settings.batch_wait_ms / 1000,
-            name=loaded.sha256[:8],
-            on_batch=metrics.batch_size.observe,
-        )
-
-    def canvas(self, pixels: np.ndarray) -> torch.Tensor:
-        """Decoded pixels → the letterboxed uint8 (3, H, W) model canvas (CPU)."""
-        return fit_to_canvas(pixels, self.image_size)
-
-    @torch.inference_mode()
-    def forward(self, canvases: Sequence[torch.Tensor]) -> list[Prediction]:
-        """Embeddings and class probabilities of a batch of canvases (blocking)."""
-        batch = torch.stack(list(canvases)).to(self.device, non_blocking=True)
-        x = normalise(batch, self.meta.preprocessing)
-        with autocast(self.device, bf16=True):
-            features, out = self.loaded.model.forward_with_features(x)  # (B, D), (B, E)/(B, C)
-        embeddings = torch.nn.functional.normalize(out.embedding.float(), dim=-1)
-        probs = probabilities(out.logits, self.task)
-        emb_np = embeddings.cpu().numpy().astype(np.float32, copy=False)
-        prob_np = probs.float().cpu().numpy()
-        feat_np = features.float().cpu().numpy()
-        return [Prediction(e, p, f) for e, p, f in zip(emb_np, prob_np, feat_np, strict=True)]
-
-    async def predict(self, canvas: torch.Tensor) -> Prediction:
-        return await self.batcher.submit(canvas)
-
-    async def aclose(self) -> None:
-        await self.batcher.aclose()
 
 
 @dataclass(frozen=True)
@@ -295,74 +223,8 @@ class CollectionRegistry:
     def _load(self, info: CollectionInfo) -> CollectionRuntime:
         index = CollectionIndex.load(self.store, info.name)
         runner = self._runner_for(index.version.checkpoint_sha256, info.checkpoint_path)
-        ood = self._ood_model(index, runner)
+        ood = calibrated_ood(index, runner, self.store, self.settings, self.limits)
         return CollectionRuntime(index.collection, index, runner, ood, time.time())
-
-    def _ood_model(self, index: CollectionIndex, runner: ModelRunner) -> OodModel:
-        """The version's out-of-distribution model: cached, or fitted on its own cases."""
-        settings = self.settings
-        rate = settings.ood_false_alarm_rate
-        if settings.ood_reference_cases == 0:
-            return uncalibrated(rate)
-        version = index.version
-        cache = (
-            settings.resolved_data_dir
-            / "cache"
-            / "ood"
-            / f"v{version.id}-{runner.sha256[:16]}-{settings.ood_reference_cases}-{rate}.npz"
-        )
-        if cache.is_file():
-            try:
-                return OodModel.load(cache)
-            except Exception:  # a damaged cache is recomputed, never fatal
-                log.warning("ignoring an unreadable out-of-distribution cache %s", cache)
-                cache.unlink(missing_ok=True)
-        started = time.perf_counter()
-        _, ids = load_vectors(Path(version.path), mmap=True)
-        rng = np.random.default_rng(0)
-        chosen = rng.choice(
-            len(ids), size=min(len(ids), settings.ood_reference_cases), replace=False
-        )
-        cases = self.store.get_cases([int(ids[i]) for i in np.sort(chosen)])
-        features_path = cache.parent / f"features-{runner.sha256[:16]}.npz"
-        known = load_feature_cache(features_path)
-        todo, canvases = [], []
-        for case in cases.values():
-            if case.content_hash in known:
-                continue
-            try:
-                canvases.append(runner.canvas(case_pixels(case, self.limits)))
-                todo.append(case.content_hash)
-            except CaseImageError as exc:
-                log.debug("out-of-distribution reference: skipping case %d: %s", case.id, exc)
-        computed = [
-            p.features
-            for start in range(0, len(canvases), REFERENCE_BATCH)
-            for p in runner.forward(canvases[start : start + REFERENCE_BATCH])
-        ]
-        known.update(zip(todo, computed, strict=True))
-        features = [known[c.content_hash] for c in cases.values() if c.content_hash in known]
-        if computed:
-            try:
-                save_feature_cache(features_path, known)
-            except OSError as exc:
-                log.warning("cannot cache reference features at %s: %s", features_path, exc)
-        model = fit_ood(np.stack(features) if features else np.zeros((0, 0)), false_alarm_rate=rate)
-        log.info(
-            "collection %s v%d: out-of-distribution threshold %.2f from %d indexed images "
-            "(%d encoded now, %.1f s)",
-            index.collection.name,
-            version.version,
-            model.threshold,
-            model.samples,
-            len(computed),
-            time.perf_counter() - started,
-        )
-        try:
-            model.save(cache)
-        except OSError as exc:
-            log.warning("cannot cache the out-of-distribution model at %s: %s", cache, exc)
-        return model
 
     def _runner_for(self, sha256: str, checkpoint_path: str) -> ModelRunner:
         runner = self._runners.get(sha256)

@@ -116,6 +116,11 @@ class ReindexIn(BaseModel):
     layout: str = Field("auto", max_length=32, pattern=r"^[a-z0-9_]+$")
 
 
+# A job as the admin API shows it: the fields of indexer.store.JobInfo an operator needs,
+# under the same names (job_id is its id), and where to poll it. job_out() in
+# app/api/routes/admin.py fills it from a JobInfo by name; tests/app/test_job_schema.py
+# checks the names, types and states against JobInfo. (No docstring: it would change the
+# OpenAPI document.)
 class JobOut(BaseModel):
     job_id: str
     kind: str

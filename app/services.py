@@ -15,8 +15,8 @@ from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
 from app.runtime import CollectionRegistry
 from app.settings import Settings
+from imaging.decode import DecodeLimits
 from indexer.store import MetadataStore
-from model.decoding import DecodeLimits
 
 P = ParamSpec("P")
 R = TypeVar("R")

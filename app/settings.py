@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from indexer.group_keys import DEFAULT_GROUP_SALT
+
 ENV_PREFIX = "MEDRET_"
 MIN_ADMIN_TOKEN_LENGTH = 16
 
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
         "whatever queued while the previous one ran)",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA; ignored on the CPU")
     torch_threads: int = Field(
         0,
         ge=0,
@@ -108,7 +111,7 @@ class Settings(BaseSettings):
     index_workers: int = Field(2, ge=0, le=64, description="decoding processes of a reindex job")
     index_batch_size: int = Field(64, ge=1, le=4096, description="batch size of a reindex job")
     group_salt: SecretStr = Field(
-        SecretStr("medret"), description="salt of the hashed patient/lesion keys in SQL"
+        SecretStr(DEFAULT_GROUP_SALT), description="salt of the hashed patient/lesion keys in SQL"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 

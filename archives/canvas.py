@@ -3,7 +3,7 @@
 The training pixel cache and the indexer both run :func:`prepare_sample` in their
 DataLoader workers, so a file gets the same content hash (a case's identity) and the same
 uint8 canvas wherever it is read; the service letterboxes an upload with the same
-:func:`~model.preprocessing.fit_to_canvas`.
+:func:`~imaging.preprocessing.fit_to_canvas`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.archives import Sample, decode_content, sample_content
-from model.decoding import DEFAULT_LIMITS, DecodeLimits, ImageDecodeError
-from model.preprocessing import fit_to_canvas
+from archives.content import decode_content, sample_content
+from archives.records import Sample
+from imaging.decode import DEFAULT_LIMITS, DecodeLimits, ImageDecodeError
+from imaging.preprocessing import fit_to_canvas
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import torch
 
+from archives.content import load_pixels
+from archives.registry import read_archive
+from imaging.preprocessing import PreprocessConfig, fit_to_canvas, normalise
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.embedding import embed_samples
 from indexer.store import MetadataStore
-from model.archives import load_pixels, read_archive
-from model.checkpoint import CheckpointMeta, LabelSpace, save_checkpoint
+from labels import LabelSpace
+from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import ModelConfig
-from model.preprocessing import PreprocessConfig, fit_to_canvas, normalise
 from model.vit import build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -48,13 +48,9 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from indexer.vector_index import (
-    INDEX_FILE,
-    IndexSpec,
-    VectorIndex,
-    choose_factory,
-    hnsw_bytes_per_vector,
-)
+from indexer.vectors.factory import IndexSpec, choose_factory, hnsw_bytes_per_vector
+from indexer.vectors.index import VectorIndex
+from indexer.vectors.persistence import INDEX_FILE
 
 CHECKPOINT = "0" * 64  # synthetic vectors: no model
 LOW_RANK = 16

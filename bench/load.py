@@ -45,22 +45,22 @@ import numpy as np
 import torch
 
 from app.metrics import ServiceMetrics
-from app.runtime import ModelRunner
+from app.runner import ModelRunner
 from app.settings import load_settings
+from imaging.decode import decode_image
+from imaging.preprocessing import PreprocessConfig
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.search import CollectionIndex
 from indexer.store import MetadataStore
-from indexer.vector_index import set_search_threads
+from indexer.vectors.index import set_search_threads
+from labels import LabelSpace
 from model.checkpoint import (
     CheckpointMeta,
-    LabelSpace,
     file_sha256,
     load_checkpoint,
     save_checkpoint,
 )
 from model.config import ModelConfig
-from model.decoding import decode_image
-from model.preprocessing import PreprocessConfig
 from model.vit import build_model
 
 REPO = Path(__file__).resolve().parents[1]

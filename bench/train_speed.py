@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from model.config import ModelConfig, Task
+from labels import Task
+from model.config import ModelConfig
 from model.vit import build_model, token_counts
 from training.losses import LossWeights, MultiLoss
 from training.schedule import make_adam

@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal, overload
+from typing import IO, Literal, cast, overload
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,10 @@ def atomic_writer(
     target: str | os.PathLike[str], mode: Literal["wb", "w"] = "wb"
 ) -> contextlib.AbstractContextManager[IO[bytes]] | contextlib.AbstractContextManager[IO[str]]:
     """An open file (binary ``"wb"`` or UTF-8 text ``"w"``) that replaces ``target`` on close."""
-    return _atomic_writer(target, mode)
+    writer = _atomic_writer(target, mode)
+    if mode == "w":
+        return cast(contextlib.AbstractContextManager[IO[str]], writer)
+    return cast(contextlib.AbstractContextManager[IO[bytes]], writer)
 
 
 @contextlib.contextmanager

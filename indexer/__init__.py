@@ -1,4 +1,5 @@
-"""Archive scanning, batch embedding, FAISS indexes and the SQL metadata store (DESIGN.md §6).
+"""Archive scanning, batch embedding, FAISS indexes and the SQL metadata store (docs/indexer.md).
 
-Built in the indexer issue; it imports only :mod:`model`.
+It imports only the layers below it (``model``, ``archives``, ``imaging``, ``labels``,
+``files``, ``commandline``; docs/architecture.md), never ``training`` or ``app``.
 """

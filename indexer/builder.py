@@ -1,27 +1,17 @@
-"""Index versions: full reindex, incremental add, removal and pruning (DESIGN.md §6).
+"""Index versions: full reindex, incremental add, removal and pruning (docs/indexer.md).
 
-A build never touches the active version. It embeds what it needs, writes a complete new
-version into a temporary folder (FAISS index, JSON sidecar, and the raw vectors with their
-ids so that later versions can be made without embedding again), renames the folder into
-place, and only then — in ONE database transaction — inserts/updates/deletes the case
-rows and marks the new version active. A build that fails, or a process killed at any
-point, therefore leaves the previous version active and searchable; its job is marked
-failed (at once for an error, by :meth:`MetadataStore.reap_stale_jobs` for a killed
-process) and its leftover files are removed by :meth:`IndexBuilder.prune`.
+A build never touches the active version. It embeds what it needs, decides what changes
+(:func:`indexer.plan.plan_reindex`: a pure plan), writes a complete new version into a
+temporary folder (FAISS index, JSON sidecar, and the raw vectors with their ids so that
+later versions can be made without embedding again), renames the folder into place, and
+only then — in ONE database transaction — inserts/updates/deletes the case rows and marks
+the new version active. A build that fails, or a process killed at any point, therefore
+leaves the previous version active and searchable; its job is marked failed (at once for
+an error, by :meth:`MetadataStore.reap_stale_jobs` for a killed process) and its leftover
+files are removed by :meth:`IndexBuilder.prune`.
 
-Modes:
-
-* ``full`` — the collection becomes exactly the archive: every image is embedded with the
-  given checkpoint; cases whose content is already known keep their id (and get the
-  archive's current labels and metadata), new ones get new ids, and cases no longer in
-  the archive are deleted. A new checkpoint is adopted here, and only here.
-* ``add`` — only images whose content hash is new are embedded and appended to a copy of
-  the active version; the same image twice is one case. The checkpoint must be the one
-  the active version was built with.
-* ``remove`` — cases (by id or external id, e.g. consent withdrawn) are deleted from SQL
-  and left out of a new version made from the stored vectors.
-
-Only one job per collection runs at a time.
+Modes: ``full`` and ``add`` (:class:`indexer.plan.ReindexMode` says what each does), and
+``remove`` (:meth:`IndexBuilder.remove`). Only one job per collection runs at a time.
 """
 
 from __future__ import annotations
@@ -40,16 +30,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from indexer.embedding import embed_samples
-from indexer.store import CaseRow, MetadataStore, hash_group_key
-from indexer.vector_index import (
-    IndexSpec,
-    VectorIndex,
-    choose_factory,
-    load_vectors,
-    save_vectors,
+from archives.records import Archive, Sample
+from archives.registry import read_archive
+from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedded_cases
+from indexer.embedding import EmbedResult, embed_samples
+from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
+from indexer.store import (
+    DEFAULT_GROUP_SALT,
+    JobState,
+    MetadataStore,
+    VersionInfo,
+    VersionState,
 )
-from model.archives import Archive, Sample, is_identifying_key, read_archive
+from indexer.vectors.factory import IndexSpec, spec_for
+from indexer.vectors.index import VectorIndex
+from indexer.vectors.persistence import load_vectors
+from indexer.version_folders import (
+    collection_folder,
+    move_into_place,
+    remove_leftovers,
+    version_folder,
+    write_staging_folder,
+)
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.device import DeviceError
 from model.device import resolve_device as model_resolve_device
@@ -69,7 +71,7 @@ class IndexerConfig:
     device: str = "auto"
     bf16: bool = True
     factory: str | None = None  # None: Flat when small, else choose_factory's choice
-    group_salt: str = "medret"  # salts the hashed patient/lesion keys
+    group_salt: str = DEFAULT_GROUP_SALT  # salts the hashed patient/lesion keys
     progress: bool = True
 
 
@@ -102,8 +104,12 @@ def resolve_device(spec: str) -> torch.device:
         raise IndexBuildError(str(exc)) from None
 
 
-def collection_folder(data_dir: Path, collection: str) -> Path:
-    return data_dir / "indexes" / collection
+def reindex_mode(mode: str) -> ReindexMode:
+    """``mode`` checked (``"full"`` or ``"add"``), as an :class:`IndexBuildError` if not."""
+    try:
+        return parse_reindex_mode(mode)
+    except ValueError as exc:
+        raise IndexBuildError(str(exc)) from None
 
 
 class IndexBuilder:
@@ -111,7 +117,7 @@ class IndexBuilder:
         self.store = store
         self.cfg = cfg
 
-    # ---------------------------------------------------------------- helpers
+    # ---------------------------------------------------------------- jobs
 
     def _claim(self, collection_id: int | None, collection: str) -> None:
         self.store.reap_stale_jobs()
@@ -129,6 +135,11 @@ class IndexBuilder:
         self.store.start_job(job_id, pid=os.getpid(), host=socket.gethostname())
         return job_id
 
+    def _fail(self, job_id: str, exc: BaseException) -> None:
+        self.store.finish_job(job_id, state=JobState.FAILED, errors=[str(exc)], message=str(exc))
+
+    # ---------------------------------------------------------------- versions
+
     def _write_version(
         self,
         collection_id: int,
@@ -142,7 +153,7 @@ class IndexBuilder:
         """Build and save a complete version folder; returns (version row id, number, index)."""
         base = collection_folder(self.cfg.data_dir, collection).resolve()
         number = self.store.next_version_number(collection_id)
-        folder = base / f"v{number:04d}-{job_id[:8]}"
+        folder = version_folder(base, number, job_id)
         version = self.store.create_version(
             collection_id,
             path=str(folder),
@@ -153,30 +164,25 @@ class IndexBuilder:
         number = version.version
         try:
             index = VectorIndex.build(vectors, ids, spec, checkpoint_sha256=checkpoint_sha256)
-            tmp = folder.with_name(f"{folder.name}.tmp-{job_id[:8]}")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            index.save(tmp)
-            save_vectors(tmp, vectors, ids)
+            staging = write_staging_folder(folder, job_id, index, vectors, ids)
             if folder.exists():
                 raise IndexBuildError(f"{folder} already exists; another build uses it")
-            tmp.rename(folder)
+            move_into_place(staging, folder)
         except Exception as exc:
             self.store.fail_version(version.id, str(exc))
             raise
         return version.id, number, index
 
     def _spec_for(self, n: int, dim: int, active_factory: str | None) -> IndexSpec:
-        factory = self.cfg.factory or active_factory
-        if factory is None:
-            return choose_factory(n, dim)
-        chosen = choose_factory(n, dim)
-        params = chosen.search_params if chosen.factory == factory else {}
-        return IndexSpec(factory=factory, dim=dim, search_params=params)
+        return spec_for(n, dim, self.cfg.factory or active_factory)
 
-    def _fail(self, job_id: str, exc: BaseException) -> None:
-        self.store.finish_job(job_id, state="failed", errors=[str(exc)], message=str(exc))
+    def _check_active_unchanged(self, collection_id: int, before: VersionInfo | None) -> None:
+        """Refuse to activate on top of a version another job activated meanwhile."""
+        now = self.store.active_version(collection_id)
+        if (now.id if now else None) != (before.id if before else None):
+            raise IndexBuildError(
+                "another job activated a new version while this one was building; run it again"
+            )
 
     # ---------------------------------------------------------------- build
 
@@ -191,8 +197,7 @@ class IndexBuilder:
         job_id: str | None = None,
     ) -> BuildResult:
         """Index ``source`` into ``collection`` (``mode`` "full" or "add"; module doc)."""
-        if mode not in ("full", "add"):
-            raise IndexBuildError(f"mode is 'full' or 'add', not {mode!r}")
+        reindex = reindex_mode(mode)
         started = time.perf_counter()
         device = resolve_device(self.cfg.device)
         loaded = load_checkpoint(checkpoint, device)
@@ -210,15 +215,19 @@ class IndexBuilder:
                 label_names=list(loaded.meta.labels.names),
             )
         active = self.store.active_version(coll.id)
-        if mode == "add" and active is not None and active.checkpoint_sha256 != loaded.sha256:
+        if (
+            reindex is ReindexMode.ADD
+            and active is not None
+            and active.checkpoint_sha256 != loaded.sha256
+        ):
             raise IndexBuildError(
                 f"collection {collection!r} is indexed with checkpoint "
                 f"{active.checkpoint_sha256[:12]}…, not {loaded.sha256[:12]}…; --add needs the "
                 "same checkpoint (run a full reindex to change it)"
             )
-        job = self._start_job(mode, coll.id, job_id)
+        job = self._start_job(reindex.value, coll.id, job_id)
         try:
-            result = self._build(coll.id, collection, loaded, checkpoint, archive, mode, job)
+            result = self._build(coll.id, collection, loaded, checkpoint, archive, reindex, job)
         except BaseException as exc:
             self._fail(job, exc)
             if isinstance(exc, IndexBuildError | KeyboardInterrupt):
@@ -227,7 +236,7 @@ class IndexBuilder:
         result.seconds = time.perf_counter() - started
         self.store.finish_job(
             job,
-            state="succeeded",
+            state=JobState.SUCCEEDED,
             counts=_counts(result),
             errors=[f"{k}: {r}" for k, r in result.failed[:1000]],
         )
@@ -240,111 +249,21 @@ class IndexBuilder:
         loaded: LoadedCheckpoint,
         checkpoint: Path,
         archive: Archive,
-        mode: str,
+        mode: ReindexMode,
         job_id: str,
     ) -> BuildResult:
+        """Embed → plan → assemble the vectors → write the version → activate it."""
         known = self.store.existing_hashes(collection_id)  # content hash → case id
         active = self.store.active_version(collection_id)
         samples = list(archive.samples)
-
-        def progress(done: int, total: int) -> None:
-            self.store.update_job(
-                job_id, progress=0.9 * done / max(total, 1), counts={"seen": done, "total": total}
-            )
-
-        embedded = embed_samples(
-            loaded.model,
-            loaded.meta.preprocessing,
-            samples,
-            device=next(loaded.model.parameters()).device,
-            batch_size=self.cfg.batch_size,
-            workers=self.cfg.workers,
-            bf16=self.cfg.bf16,
-            known_hashes=frozenset(known) if mode == "add" else frozenset(),
-            progress=self.cfg.progress,
-            on_progress=progress,
-        )
-        result = BuildResult(
-            job_id=job_id,
-            collection=collection,
-            mode=mode,
-            version=0,
-            vector_count=0,
-            skipped_known=len(embedded.known),
-            duplicates=len(embedded.duplicates),
-            failed=list(embedded.failed),
-            images_per_s=embedded.images_per_s,
-        )
-        external = self._external_ids(collection_id) if mode == "add" else {}
-        new_rows: list[CaseRow] = []
-        updates: dict[int, CaseRow] = {}
-        vec_ids: list[int] = []
-        keep_vectors: list[int] = []
-        fresh = [
-            (pos, i, h)
-            for pos, (i, h) in enumerate(zip(embedded.indices, embedded.hashes, strict=True))
-            if h not in known
-        ]
-        if mode == "add":  # an external id already used by other content is a conflict
-            clean = []
-            for pos, i, h in fresh:
-                key = samples[i].key
-                if key in external:
-                    result.conflicts.append(
-                        (key, "already indexed with other content; remove it first")
-                    )
-                else:
-                    clean.append((pos, i, h))
-            fresh = clean
-        new_ids = self.store.reserve_ids(len(fresh)) if fresh else []
-        for (pos, i, h), case_id in zip(fresh, new_ids, strict=True):
-            new_rows.append(self._row(case_id, samples[i], h, embedded.metadata[pos]))
-            vec_ids.append(case_id)
-            keep_vectors.append(pos)
-        if mode == "full":
-            for pos, (i, h) in enumerate(zip(embedded.indices, embedded.hashes, strict=True)):
-                if h in known:
-                    updates[known[h]] = self._row(known[h], samples[i], h, embedded.metadata[pos])
-                    vec_ids.append(known[h])
-                    keep_vectors.append(pos)
-        vectors = (
-            embedded.vectors[keep_vectors]
-            if keep_vectors
-            else np.zeros((0, loaded.meta.model.embed_dim), np.float32)
-        )
-        ids = np.asarray(vec_ids, dtype=np.int64)
-        if mode == "add" and active is not None:
-            base_vectors, base_ids = load_vectors(Path(active.path))
-            vectors = np.concatenate([base_vectors, vectors]) if len(vectors) else base_vectors
-            ids = np.concatenate([base_ids, ids])
-        deleted: list[int] = []
-        if mode == "full":
-            # cases whose content is gone from the archive; a file that merely failed to
-            # read this time keeps its case (and its old vector, see below)
-            present = set(embedded.hashes) | {h for _, h in embedded.duplicates}
-            unread = {key for key, _ in embedded.failed}
-            gone = {case_id for h, case_id in known.items() if h not in present}
-            kept_unread = (
-                set(self.store.find_case_ids(collection_id, external_ids=sorted(unread))) & gone
-                if unread
-                else set()
-            )
-            deleted = sorted(gone - kept_unread)
-            if kept_unread:
-                if active is None or active.checkpoint_sha256 != loaded.sha256:
-                    raise IndexBuildError(
-                        f"{len(kept_unread)} indexed file(s) could not be read this time (e.g. "
-                        f"{sorted(unread)[0]}); they cannot be re-embedded with the new "
-                        "checkpoint — fix them or remove the cases first"
-                    )
-                old_vectors, old_ids = load_vectors(Path(active.path))
-                mask = np.isin(old_ids, np.asarray(sorted(kept_unread), dtype=np.int64))
-                vectors = np.concatenate([vectors, old_vectors[mask]])
-                ids = np.concatenate([ids, old_ids[mask]])
+        embedded = self._embed(loaded, samples, known, mode, job_id)
+        plan = self._plan(collection_id, mode, samples, embedded, known, active)
+        _check_carried(plan, embedded, active, loaded.sha256)
+        changes = case_changes(plan, samples, embedded, self.cfg.group_salt)
+        dim = loaded.meta.model.embed_dim
+        vectors, ids = assemble_vectors(plan, embedded, active, dim)
         spec = self._spec_for(
-            len(ids),
-            loaded.meta.model.embed_dim,
-            active.factory if (active and mode == "add") else None,
+            len(ids), dim, active.factory if (active and mode is ReindexMode.ADD) else None
         )
         self.store.update_job(job_id, progress=0.92, message="building the FAISS index")
         version_id, number, _ = self._write_version(
@@ -352,58 +271,112 @@ class IndexBuilder:
         )
         try:
             self._activate(
-                collection_id,
-                active,
-                version_id,
-                len(ids),
-                loaded,
-                checkpoint,
-                mode,
-                deleted,
-                updates,
-                new_rows,
+                collection_id, active, version_id, len(ids), loaded, checkpoint, plan, changes
             )
         except BaseException as exc:
             self.store.fail_version(version_id, str(exc))
             raise
-        result.version = number
-        result.vector_count = len(ids)
-        result.added = len(new_rows)
-        result.updated = len(updates)
-        result.deleted = len(deleted)
-        result.factory = spec.factory
         log.info("collection %s: version %d active with %d vectors", collection, number, len(ids))
-        return result
+        return BuildResult(
+            job_id=job_id,
+            collection=collection,
+            mode=mode.value,
+            version=number,
+            vector_count=len(ids),
+            added=len(changes.new_rows),
+            updated=len(changes.updates),
+            deleted=len(plan.removed),
+            skipped_known=len(embedded.known),
+            duplicates=len(embedded.duplicates),
+            conflicts=list(plan.conflicts),
+            failed=list(embedded.failed),
+            images_per_s=embedded.images_per_s,
+            factory=spec.factory,
+        )
+
+    def _embed(
+        self,
+        loaded: LoadedCheckpoint,
+        samples: Sequence[Sample],
+        known: Mapping[str, int],
+        mode: ReindexMode,
+        job_id: str,
+    ) -> EmbedResult:
+        """Embed the samples (ADD: only content not indexed yet), reporting job progress."""
+
+        def progress(done: int, total: int) -> None:
+            self.store.update_job(
+                job_id, progress=0.9 * done / max(total, 1), counts={"seen": done, "total": total}
+            )
+
+        return embed_samples(
+            loaded.model,
+            loaded.meta.preprocessing,
+            samples,
+            device=next(loaded.model.parameters()).device,
+            batch_size=self.cfg.batch_size,
+            workers=self.cfg.workers,
+            bf16=self.cfg.bf16,
+            known_hashes=frozenset(known) if mode is ReindexMode.ADD else frozenset(),
+            progress=self.cfg.progress,
+            on_progress=progress,
+        )
+
+    def _plan(
+        self,
+        collection_id: int,
+        mode: ReindexMode,
+        samples: Sequence[Sample],
+        embedded: EmbedResult,
+        known: Mapping[str, int],
+        active: VersionInfo | None,
+    ) -> ReindexPlan:
+        """The reindex plan from what was embedded and what SQL holds, with new ids reserved."""
+        cases = embedded_cases(embedded, samples)
+        unread = sorted({key for key, _ in embedded.failed})
+        full = mode is ReindexMode.FULL
+        draft = plan_reindex(
+            mode,
+            cases,
+            known,
+            duplicate_hashes=[content_hash for _, content_hash in embedded.duplicates],
+            unread_case_ids=(
+                self.store.find_case_ids(collection_id, external_ids=unread)
+                if full and unread
+                else ()
+            ),
+            external_ids_in_use=() if full else self.store.external_ids(collection_id),
+            has_active=active is not None,
+        )
+        return draft.with_new_ids(self.store.reserve_ids(len(draft.new)) if draft.new else [])
 
     def _activate(
         self,
         collection_id: int,
-        active: Any,
+        active: VersionInfo | None,
         version_id: int,
         vector_count: int,
         loaded: LoadedCheckpoint,
         checkpoint: Path,
-        mode: str,
-        deleted: list[int],
-        updates: dict[int, CaseRow],
-        new_rows: list[CaseRow],
+        plan: ReindexPlan,
+        changes: CaseChanges,
     ) -> None:
         """The one transaction that changes what queries see (module docstring)."""
         self._check_active_unchanged(collection_id, active)
         with self.store.session() as session:
-            if deleted:
-                self.store.delete_cases(session, deleted)
-            if updates:
+            if plan.removed:
+                self.store.delete_cases(session, list(plan.removed))
+            if changes.updates:
                 # external ids may move between cases (renames, swaps): park them first
                 parked = [
                     dataclasses.replace(row, external_id=f"__moving__{row.id}")
-                    for row in updates.values()
+                    for row in changes.updates.values()
                 ]
                 self.store.update_cases(session, parked)
                 session.flush()
-                self.store.update_cases(session, list(updates.values()))
-            self.store.add_cases(session, new_rows, collection_id=collection_id)
-            if mode == "full":
+                self.store.update_cases(session, list(changes.updates.values()))
+            self.store.add_cases(session, changes.new_rows, collection_id=collection_id)
+            if plan.mode is ReindexMode.FULL:
                 self.store.set_collection_checkpoint(
                     session,
                     collection_id,
@@ -411,42 +384,6 @@ class IndexBuilder:
                     checkpoint_path=str(checkpoint.resolve()),
                 )
             self.store.activate_version(session, version_id, vector_count)
-
-    def _check_active_unchanged(self, collection_id: int, before: Any) -> None:
-        """Refuse to activate on top of a version another job activated meanwhile."""
-        now = self.store.active_version(collection_id)
-        if (now.id if now else None) != (before.id if before else None):
-            raise IndexBuildError(
-                "another job activated a new version while this one was building; run it again"
-            )
-
-    def _external_ids(self, collection_id: int) -> set[str]:
-        return set(self.store.external_ids(collection_id))
-
-    def _row(
-        self, case_id: int, sample: Sample, content_hash: str, decoded_meta: Mapping[str, str]
-    ) -> CaseRow:
-        meta = {
-            k: v
-            for k, v in {**dict(sample.metadata), **dict(decoded_meta)}.items()
-            if not is_identifying_key(k)
-        }
-        return CaseRow(
-            id=case_id,
-            external_id=sample.key,
-            source_uri=str(sample.path)
-            if sample.path is not None
-            else sample.array.uri
-            if sample.array
-            else sample.key,
-            content_hash=content_hash,
-            labels=list(sample.labels),
-            split=sample.split,
-            meta=meta,
-            group_key_hash=hash_group_key(sample.group, self.cfg.group_salt)
-            if sample.group
-            else None,
-        )
 
     # ---------------------------------------------------------------- remove / prune
 
@@ -502,7 +439,7 @@ class IndexBuilder:
             factory=spec.factory,
             seconds=time.perf_counter() - started,
         )
-        self.store.finish_job(job, state="succeeded", counts=_counts(result))
+        self.store.finish_job(job, state=JobState.SUCCEEDED, counts=_counts(result))
         return result
 
     def prune(self, collection: str, *, keep: int = 1) -> list[int]:
@@ -516,21 +453,34 @@ class IndexBuilder:
         for v in versions:
             if v.is_active:
                 continue
-            if v.state == "ready" and kept_ready < keep:
+            if v.state == VersionState.READY and kept_ready < keep:
                 kept_ready += 1
                 continue
-            if v.state == "pruned":
+            if v.state == VersionState.PRUNED:
                 continue
             shutil.rmtree(v.path, ignore_errors=True)
             pruned_ids.append(v.id)
             pruned_numbers.append(v.version)
-        folder = collection_folder(self.cfg.data_dir, collection)
-        if folder.is_dir():
-            for leftover in folder.glob("v*.tmp-*"):  # builds that never finished
-                shutil.rmtree(leftover, ignore_errors=True)
+        remove_leftovers(collection_folder(self.cfg.data_dir, collection))
         if pruned_ids:
             self.store.mark_pruned(pruned_ids)
         return pruned_numbers
+
+
+# --------------------------------------------------------------------------- build steps
+
+
+def _check_carried(
+    plan: ReindexPlan, embedded: EmbedResult, active: VersionInfo | None, checkpoint_sha256: str
+) -> None:
+    """Cases kept for a file that failed to read need their old vector, from this model."""
+    if plan.carried and (active is None or active.checkpoint_sha256 != checkpoint_sha256):
+        unread = sorted({key for key, _ in embedded.failed})
+        raise IndexBuildError(
+            f"{len(plan.carried)} indexed file(s) could not be read this time (e.g. "
+            f"{unread[0]}); they cannot be re-embedded with the new "
+            "checkpoint — fix them or remove the cases first"
+        )
 
 
 def _counts(result: BuildResult) -> dict[str, Any]:

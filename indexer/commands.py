@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from archives.records import ArchiveError
 from commandline.errors import CommandError
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
-from indexer.store import MetadataStore, StoreError
-from indexer.vector_index import VectorIndexError
-from model.archives import ArchiveError
+from indexer.plan import ReindexMode
+from indexer.store import DEFAULT_GROUP_SALT, MetadataStore, StoreError
+from indexer.vectors.errors import VectorIndexError
 from model.checkpoint import CheckpointError
 
 EXPECTED = (IndexBuildError, StoreError, VectorIndexError, ArchiveError, CheckpointError)
@@ -91,7 +92,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
             workers=args.workers,
             device=args.device,
             factory=args.index_factory,
-            group_salt=os.environ.get("MEDRET_GROUP_SALT", "medret"),
+            group_salt=os.environ.get("MEDRET_GROUP_SALT", DEFAULT_GROUP_SALT),
         ),
     )
     if args.jobs:
@@ -136,7 +137,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
         args.checkpoint,
         args.source,
         layout=args.layout,
-        mode="add" if args.add else "full",
+        mode=ReindexMode.ADD if args.add else ReindexMode.FULL,
         job_id=args.job_id,
     )
     summary = result.to_dict()

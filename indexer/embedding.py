@@ -1,12 +1,11 @@
 """Batch embedding of an archive: decode in worker processes, embed on the device.
 
-Each DataLoader worker reads a sample's bytes once, hashes them (SHA-256: the case's
-content identity), and — unless the hash is already indexed — decodes them with
-:func:`model.decoding.decode_image` and letterboxes them with
-:func:`model.preprocessing.fit_to_canvas`, exactly as training and the service do. The
-main process normalises the uint8 batch on the device and runs the model (bf16 autocast
-on CUDA), while the workers prepare the next batches. An unreadable file is reported
-(key and reason) and skipped; it never ends the run.
+Each DataLoader worker runs :func:`archives.canvas.prepare_sample` on a sample: it reads the
+bytes once, hashes them (SHA-256: the case's content identity) and — unless the hash is
+already indexed — decodes and letterboxes them, exactly as training and the service do.
+The main process embeds each uint8 batch with :func:`model.inference.infer` (normalise,
+bf16 autocast on CUDA, forward, unit embedding), while the workers prepare the next
+batches. An unreadable file is reported (key and reason) and skipped; it never ends the run.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from archives.canvas import prepare_sample
-from model.archives import Sample
-from model.decoding import DEFAULT_LIMITS, DecodeLimits
-from model.device import autocast
-from model.preprocessing import PreprocessConfig, normalise
+from archives.records import Sample
+from imaging.decode import DEFAULT_LIMITS, DecodeLimits
+from imaging.preprocessing import PreprocessConfig
+from model.inference import infer
 from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
@@ -141,11 +140,8 @@ def embed_samples(
                 canvases.append(item.canvas)
                 kept.append(item)
         if canvases:
-            x = normalise(torch.stack(canvases).to(device, non_blocking=True), pre)
-            with autocast(device, bf16):
-                emb = model.forward_embedding(x)
-            emb = torch.nn.functional.normalize(emb.float(), dim=1)
-            chunks.append(emb.cpu().numpy())
+            out = infer(model, torch.stack(canvases), pre, device, bf16=bf16)
+            chunks.append(out.embeddings.numpy())
             for item in kept:
                 result.indices.append(item.index)
                 result.hashes.append(item.content_hash)

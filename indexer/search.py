@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
-from indexer.vector_index import VectorIndex
+from indexer.vectors.index import VectorIndex
 
 
 class SearchError(RuntimeError):

@@ -58,8 +58,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Decode each file as the service would and print what it found, one JSON line each."""
-    from model.decoding import DecodeLimits, ImageDecodeError, decode_file
-    from model.preprocessing import PreprocessConfig, preprocess
+    from imaging.decode import DecodeLimits, ImageDecodeError, decode_file
+    from imaging.preprocessing import PreprocessConfig, preprocess
 
     limits = DecodeLimits(max_bytes=args.max_mb * 2**20, max_pixels=args.max_pixels)
     cfg = PreprocessConfig(image_size=(args.size, args.size))

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commandline.errors import CommandError
+from files.atomic import atomic_write_text
 
 if TYPE_CHECKING:
+    from archives.records import Archive
     from indexer.store import MetadataStore
-    from model.archives import Archive
     from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class DemoData:
 
 def prepare_data(args: argparse.Namespace, demo_dir: Path) -> DemoData:
     """Step 1: the dataset to train on and index (generated, reused or given)."""
-    from model.archives import read_archive
+    from archives.registry import read_archive
 
     if args.data is not None:
         path = Path(args.data).expanduser()
@@ -215,7 +216,8 @@ def run_folder(demo_dir: Path, data: DemoData) -> Path:
 def prepare_model(args: argparse.Namespace, data: DemoData, demo_dir: Path) -> Path:
     """Step 2: a trained checkpoint for ``data``: reused, resumed or trained now."""
     from model.checkpoint import file_sha256
-    from training.loop import BEST_FILE, STATE_FILE, comparable_config, train
+    from training.loop import BEST_FILE, train
+    from training.state import STATE_FILE, comparable_config
 
     run_dir = run_folder(demo_dir, data)
     cfg = training_config(args, data, run_dir)
@@ -283,7 +285,7 @@ def prepare_index(
 ) -> None:
     """Step 3: the collection's active version, built with ``checkpoint`` (reused if so)."""
     from indexer.builder import IndexBuilder, IndexerConfig
-    from indexer.store import StoreError
+    from indexer.store import DEFAULT_GROUP_SALT, StoreError
     from model.checkpoint import file_sha256, read_checkpoint_meta
 
     name = args.collection
@@ -320,7 +322,7 @@ def prepare_index(
         IndexerConfig(
             data_dir=args.data_dir,
             device=args.device,
-            group_salt=os.environ.get("MEDRET_GROUP_SALT", "medret"),
+            group_salt=os.environ.get("MEDRET_GROUP_SALT", DEFAULT_GROUP_SALT),
         ),
     )
     result = builder.build(name, checkpoint, data.path, layout=data.layout, mode="full")
@@ -365,14 +367,14 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from archives.records import ArchiveError
     from indexer import commands as index_commands
     from indexer.builder import IndexBuildError
     from indexer.store import StoreError
-    from indexer.vector_index import VectorIndexError
-    from model.archives import ArchiveError
+    from indexer.vectors.errors import VectorIndexError
     from model.checkpoint import CheckpointError
     from training.config import TrainConfigError
-    from training.loop import TrainingError
+    from training.errors import TrainingError
 
     expected = (
         ArchiveError,
@@ -439,6 +441,4 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

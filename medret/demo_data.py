@@ -18,7 +18,7 @@ recipe's tiny ViT does not learn the direction within a demo's training budget, 
 hatched-versus-smooth it learns in a couple of minutes.)
 
 Every image is a pure function of ``(seed, class, index)``; the set is written as the
-manifest layout (:mod:`model.archives`): ``labels.csv`` with ``file,label,split,shape,
+manifest layout (:mod:`archives.layouts.manifest`): ``labels.csv`` with ``file,label,split,shape,
 texture`` and PNG files under ``images/``, 70/15/15 train/val/test per class. A marker
 file, written last, records the parameters, so an interrupted generation is never
 mistaken for a complete one.

@@ -1,8 +1,9 @@
-"""The multi-scale Vision Transformer, image decoding, preprocessing and checkpoints.
+"""The network and its files: the multi-scale Vision Transformer, its configuration,
+pretrained weights, checkpoints, the device choice and the one inference path.
 
-This package is the base of the system: training, indexing and serving all build the
-network from :class:`model.config.ModelConfig`, decode files with
-:func:`model.decoding.decode_image`, turn pixels into tensors with
-:func:`model.preprocessing.preprocess` and exchange weights through
-:mod:`model.checkpoint`. It imports nothing from the other packages.
+Training, indexing and serving all build the network from
+:class:`model.config.ModelConfig`, exchange weights through :mod:`model.checkpoint` and
+embed through :func:`model.inference.infer`. It imports only the packages below it
+(:mod:`imaging` for the preprocessing description, :mod:`labels`, :mod:`files`); see
+docs/architecture.md.
 """

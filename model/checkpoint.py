@@ -2,7 +2,7 @@
 
 The JSON (stored in the safetensors header under the key ``medret``) holds the format
 version, the :class:`~model.config.ModelConfig`, the
-:class:`~model.preprocessing.PreprocessConfig`, the label space (class codes and
+:class:`~imaging.preprocessing.PreprocessConfig`, the label space (class codes and
 readable names) and a free-form training summary. A checkpoint is identified by the
 SHA-256 of the file's bytes: indexes record it, and the service refuses to search an
 index with embeddings from another checkpoint.
@@ -17,8 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
+from files.atomic import atomic_path
+from imaging.preprocessing import PreprocessConfig
+from labels import LabelSpace, LabelSpaceError
 from model.config import ConfigError, ModelConfig
-from model.preprocessing import PreprocessConfig
 from model.vit import MultiScaleViT, build_model
 
 FORMAT_NAME = "medret-checkpoint"
@@ -39,28 +40,6 @@ METADATA_KEY = "medret"
 
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint for this code."""
-
-
-@dataclass(frozen=True)
-class LabelSpace:
-    """The classes, in logit order: short codes (``MEL``) and readable names (``Melanoma``)."""
-
-    codes: tuple[str, ...]
-    names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.codes) != len(self.names):
-            raise CheckpointError(
-                f"{len(self.codes)} class codes but {len(self.names)} class names"
-            )
-        if len(set(self.codes)) != len(self.codes):
-            raise CheckpointError(f"class codes are not unique: {list(self.codes)}")
-
-    @classmethod
-    def from_codes(cls, codes: Sequence[str], names: Mapping[str, str] | None = None) -> LabelSpace:
-        """Codes in order; a name missing from ``names`` defaults to its code."""
-        names = names or {}
-        return cls(tuple(codes), tuple(names.get(code, code) for code in codes))
 
 
 @dataclass(frozen=True)
@@ -121,6 +100,8 @@ class CheckpointMeta:
             )
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint description lacks {exc}") from exc
+        except LabelSpaceError as exc:
+            raise CheckpointError(str(exc)) from exc
         except (ConfigError, ValueError) as exc:
             if isinstance(exc, CheckpointError):
                 raise
@@ -144,38 +125,16 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it (os.umask would race other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def save_checkpoint(
     path: str | os.PathLike[str], model: MultiScaleViT, meta: CheckpointMeta
 ) -> str:
-    """Write weights + description atomically (temp file, then rename); returns the hash."""
+    """Write weights + description atomically (:mod:`files.atomic`); returns the hash."""
     if model.cfg != meta.model:
         raise CheckpointError("the model's config differs from the one being saved with it")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata={METADATA_KEY: meta.to_json()})
-        Path(tmp_name).chmod(0o666 & ~_current_umask())  # mkstemp made it 0600
-        with Path(tmp_name).open("rb") as fh:
-            os.fsync(fh.fileno())
-        Path(tmp_name).replace(target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return file_sha256(target)
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp), metadata={METADATA_KEY: meta.to_json()})
+    return file_sha256(path)
 
 
 def _split_safetensors(data: bytes, path: str | os.PathLike[str]) -> dict[str, str]:

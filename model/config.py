@@ -7,16 +7,11 @@ checkpoint and rebuilt from there, so a checkpoint always describes its own netw
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass
 from typing import Any
 
-
-class Task(enum.StrEnum):
-    """How class logits turn into probabilities."""
-
-    SINGLE_LABEL = "single_label"  # one class per image: softmax over classes (ISIC-2018)
-    MULTI_LABEL = "multi_label"  # any number of findings: independent sigmoids (ChestX-ray14)
+from imaging.preprocessing import as_size
+from labels import Task
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ class ModelConfig:
         fields: dict[str, Any] = {"width": v.width, "heads": v.heads, "depth": v.depth}
         fields.update(overrides)
         if "image_size" in fields:
-            fields["image_size"] = as_size(fields["image_size"])
+            fields["image_size"] = _image_size(fields["image_size"])
         if "task" in fields:
             fields["task"] = Task(fields["task"])
         return cls(variant=variant, num_classes=num_classes, **fields)
@@ -114,7 +109,7 @@ class ModelConfig:
             raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
         fields = dict(data)
         if "image_size" in fields:
-            fields["image_size"] = as_size(fields["image_size"])
+            fields["image_size"] = _image_size(fields["image_size"])
         if "task" in fields:
             fields["task"] = Task(fields["task"])
         try:
@@ -123,10 +118,9 @@ class ModelConfig:
             raise ConfigError(f"incomplete model config: {exc}") from exc
 
 
-def as_size(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``224`` → ``(224, 224)``; ``[256, 192]`` → ``(256, 192)`` (height, width)."""
-    if isinstance(value, int):
-        return (value, value)
-    if len(value) != 2:
-        raise ConfigError(f"a size is one int or (height, width), got {value!r}")
-    return (int(value[0]), int(value[1]))
+def _image_size(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """:func:`imaging.preprocessing.as_size`, a wrong size reported as a :class:`ConfigError`."""
+    try:
+        return as_size(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -2,7 +2,7 @@
 
 Training's validation, the indexer and the service all embed through :func:`infer`, so a
 file becomes exactly the same embedding wherever it is embedded: the same normalisation
-(the checkpoint's :class:`~model.preprocessing.PreprocessConfig`), the same precision rule
+(the checkpoint's :class:`~imaging.preprocessing.PreprocessConfig`), the same precision rule
 (:func:`model.device.autocast`: bf16 on CUDA when asked for, full precision on the CPU) and
 the same re-normalisation in float32 after a bf16 forward.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from imaging.preprocessing import PreprocessConfig, normalise
 from model.device import autocast
-from model.preprocessing import PreprocessConfig, normalise
 from model.vit import ModelOutput, MultiScaleViT
 
 

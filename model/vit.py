@@ -1,4 +1,4 @@
-"""The multi-scale Vision Transformer (DESIGN.md §2).
+"""The multi-scale Vision Transformer (docs/model.md, docs/architecture.md §6).
 
 Forward pass, stage by stage::
 
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from model.config import ModelConfig, Task
+from labels import Task
+from model.config import ModelConfig
 
 
 def pyramid_sizes(

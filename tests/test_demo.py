@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archives.registry import read_archive
 from indexer.store import MetadataStore
 from medret import demo_data
 from medret.demo_data import CLASSES, DemoDataSpec, generate, is_complete, render
-from model.archives import read_archive
 from model.checkpoint import file_sha256
 
 SHAPES = {s: [c for c in CLASSES if c.startswith(f"{s}-")] for s in demo_data.SHAPES}

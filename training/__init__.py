@@ -1,4 +1,6 @@
-"""Datasets, losses, the phased schedule and the training loop (DESIGN.md §3-4).
+"""Training and evaluating the network: the pixel cache, losses, the phased schedule, the
+loop and the evaluation reports (docs/training.md).
 
-Built in the training issue; it imports only :mod:`model`.
+It sits above :mod:`model` and :mod:`archives` and beside :mod:`indexer`, which it never
+imports (docs/architecture.md).
 """

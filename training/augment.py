@@ -1,9 +1,9 @@
-"""Batched training augmentation on the device (DESIGN.md §3): random flips and rotation.
+"""Batched training augmentation on the device (docs/training.md): random flips and rotation.
 
-It runs between :func:`model.preprocessing.fit_to_canvas` (uint8 letterboxed canvases, what
-the training cache stores) and :func:`model.preprocessing.normalise`: uint8 (B, 3, H, W) in,
-float32 (B, 3, H, W) still on the 0..255 scale out, on the input's device, so ``normalise``
-applies unchanged afterwards.
+It runs between :func:`imaging.preprocessing.fit_to_canvas` (uint8 letterboxed canvases,
+what the training cache stores) and :func:`imaging.preprocessing.normalise`: uint8
+(B, 3, H, W) in, float32 (B, 3, H, W) still on the 0..255 scale out, on the input's device,
+so ``normalise`` applies unchanged afterwards.
 
 Per sample, independently: horizontal flip (p = 0.5), vertical flip (p = 0.5) and a rotation
 by an angle uniform in ±``max_rotation_deg`` about the image centre.
@@ -31,6 +31,8 @@ import torch.nn.functional as F  # noqa: N812
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The ``augment`` section of the training config (:class:`training.config.TrainConfig`)."""
+
     hflip: bool = True
     vflip: bool = True
     max_rotation_deg: float = 15.0

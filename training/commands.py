@@ -16,22 +16,21 @@ from typing import Any
 
 import torch
 
+from archives.records import ArchiveError
+from archives.registry import read_archive
 from commandline.errors import CommandError
-from model.archives import ArchiveError, read_archive
+from labels import Task
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.pretrained import PretrainedWeightsError
 from training.arguments import VARIANTS
 from training.config import PhaseConfig, TrainConfig, TrainConfigError, load_config
-from training.evaluation import headline, write_report
-from training.loop import (
-    DistEnv,
-    Trainer,
-    TrainingError,
-    evaluate_split,
-    prepare_data,
-    resolve_device,
-    train,
-)
+from training.data import prepare_data
+from training.distributed import DistEnv, resolve_device
+from training.errors import TrainingError
+from training.evaluation import evaluate_split
+from training.loop import Trainer, train
+from training.report import headline, write_report
+from training.state import STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +178,10 @@ def ablation_config(base: TrainConfig, variant: str, out_root: Path) -> TrainCon
     return dataclasses.replace(base, model=model, phases=phases, out_dir=str(out_root / variant))
 
 
-def ablation_table(rows: dict[str, dict[str, float]], multi_label: bool) -> str:
+def ablation_table(rows: dict[str, dict[str, float]], task: Task) -> str:
     cols = (
         ["mean_auroc", "mAP_macro", "P@10_macro", "macro_f1"]
-        if multi_label
+        if task is Task.MULTI_LABEL
         else ["macro_f1", "balanced_accuracy", "macro_auc", "mAP_macro", "P@10_macro"]
     )
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -212,12 +211,12 @@ def run_ablate(args: argparse.Namespace) -> int:
                 "report on; choose another --split"
             )
         rows: dict[str, dict[str, float]] = {}
-        multi_label = False
+        task = Task.SINGLE_LABEL
         for variant in variants:
             cfg = ablation_config(base, variant, out_root)
-            state = Path(cfg.out_dir) / "state.pt"
+            state = Path(cfg.out_dir) / STATE_FILE
             trainer = Trainer(cfg)
-            multi_label = trainer.task.value == "multi_label"
+            task = trainer.task
             resume = state.exists()
             result = trainer.run(resume=resume)
             if result.best_path is None:
@@ -252,7 +251,7 @@ def run_ablate(args: argparse.Namespace) -> int:
             )
             rows[variant] = headline(report) | {"best_epoch": float(result.best_epoch)}
             log.info("%s: %s", variant, rows[variant])
-        table = ablation_table(rows, multi_label)
+        table = ablation_table(rows, task)
         (out_root / "ablation.md").write_text(f"# Ablation on the {args.split} split\n\n{table}\n")
         (out_root / "ablation.json").write_text(json.dumps(rows, indent=2))
     except EXPECTED_ERRORS as exc:

@@ -17,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from model.config import ConfigError, ModelConfig
+from training.augment import AugmentConfig
 from training.losses import LossWeights
 from training.schedule import Phase
 
@@ -82,19 +83,12 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class AugmentSection:
-    hflip: bool = True
-    vflip: bool = True
-    max_rotation_deg: float = 15.0
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     phases: tuple[PhaseConfig, ...] = field(default_factory=default_phases)
     loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # checks its own values
     lr: float = 4e-4
     batch_size: int = 32
     sampler: str = "balanced"  # "balanced" (P classes × K samples) or "shuffle"
@@ -140,10 +134,6 @@ class TrainConfig:
             (
                 self.batches_per_epoch is None or self.batches_per_epoch >= 1,
                 "batches_per_epoch must be at least 1",
-            ),
-            (
-                0.0 <= self.augment.max_rotation_deg <= 180.0,
-                "augment.max_rotation_deg must lie in [0, 180]",
             ),
             (self.threads is None or self.threads >= 1, "threads must be at least 1"),
         ]

@@ -1,4 +1,4 @@
-"""The dynamic multi-loss (DESIGN.md §3): cross-entropy + contrastive + triplet (+ distillation).
+"""The dynamic multi-loss (docs/training.md): cross-entropy, contrastive, triplet, distillation.
 
 ``total = W_ce·L_ce + W_contrastive·L_contrastive + W_triplet·L_triplet (+ W_distill·L_distill)``;
 the weights change from phase to phase (:mod:`training.schedule`).
@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from model.config import Task
+from labels import Task
 from model.vit import ModelOutput
 
 MINING_STRATEGIES: tuple[str, ...] = ("semihard", "hard")

@@ -6,19 +6,19 @@ Layout, per canvas size and cache format, under the cache directory::
     <cache_dir>/<H>x<W>-<CACHE_FORMAT>/index.json  {content SHA-256: row}
     <cache_dir>/<H>x<W>-<CACHE_FORMAT>/build.lock  flock-ed by the process that builds
 
-A row is :func:`model.preprocessing.fit_to_canvas` of the decoded image — exactly the
+A row is :func:`imaging.preprocessing.fit_to_canvas` of the decoded image — exactly the
 uint8 canvas the serving path computes before normalising — so training on cached
 pixels is training on what the service will see. Keys are content hashes, so renamed or
 duplicated files share a row, several archives share one store, and a changed file gets
 a new row. Each file is read once: the bytes that are hashed are the bytes that are
-decoded (:func:`model.decoding.decode_image`); an array sample's key is the hash of its
+decoded (:func:`imaging.decode.decode_image`); an array sample's key is the hash of its
 shape and pixels, and its canvas is made from those same pixels. Hashing and decoding run
 in DataLoader worker processes.
 
 **Versioning.** The directory name holds :data:`CACHE_FORMAT`. Rows are looked up by the
 hash of the *input*, so nothing notices when the code that turns an input into a canvas
-changes: bump :data:`CACHE_FORMAT` whenever :mod:`model.decoding` (what pixels a file
-gives) or :func:`model.preprocessing.fit_to_canvas` (the letterbox: geometry,
+changes: bump :data:`CACHE_FORMAT` whenever :mod:`imaging` (what pixels a file
+gives) or :func:`imaging.preprocessing.fit_to_canvas` (the letterbox: geometry,
 interpolation, padding) changes, or this file's row layout changes. Old directories are
 then simply no longer used (delete them to reclaim the space).
 
@@ -27,9 +27,10 @@ then simply no longer used (delete them to reclaim the space).
 exclusive ``fcntl.flock`` on ``build.lock`` for the whole build, and only once it holds
 the lock re-reads ``index.json`` and counts rows from the current size of ``pixels.u8``
 (truncating a torn partial row left by a killed build). So a second builder waits, then
-finds the first one's rows and decodes only what is still missing. The index is written
-to a uniquely named temporary file in the same directory and moved into place with
-``os.replace``, so a reader sees either the old or the new index, never a partial one.
+finds the first one's rows and decodes only what is still missing. The index is replaced
+atomically (:func:`files.atomic.atomic_write_text`: a unique temporary file in the same
+directory, fsync, rename), so a reader sees either the old or the new index, never a
+partial one.
 Readers (:meth:`PixelCache.lookup`, :attr:`PixelCache.array`) take no lock: rows are
 append-only, and the index refers to a row only after the row has been written, flushed
 and fsynced. A killed build therefore leaves a valid cache: at worst unreferenced rows at
@@ -48,7 +49,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +60,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from archives.canvas import prepare_sample
-from model.archives import Sample
-from model.decoding import DEFAULT_LIMITS, DecodeLimits
+from archives.records import Sample
+from files.atomic import atomic_write_text
+from imaging.decode import DEFAULT_LIMITS, DecodeLimits
 
 log = logging.getLogger(__name__)
 
-# Part of the store's directory name. Bump it whenever decoding (model/decoding.py,
-# model/dicom.py) or the letterbox (model.preprocessing.fit_to_canvas) changes, so that
-# no canvas made by the old code is reused: see the module docstring.
+# Part of the store's directory name. Bump it whenever decoding (imaging/decode.py,
+# imaging/raster.py, imaging/dicom/) or the letterbox (imaging.preprocessing.fit_to_canvas)
+# changes, so that no canvas made by the old code is reused: see the module docstring.
 CACHE_FORMAT = "v1"
 
 NOT_CACHED = "not in the pixel cache"
@@ -207,19 +208,8 @@ class PixelCache:
         return index
 
     def _save_index(self) -> None:
-        """Write the index atomically, through a temporary file private to this process."""
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=self.directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.index, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(self.index_path)  # os.replace: atomic
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        """Replace ``index.json`` with the index, atomically."""
+        atomic_write_text(self.index_path, json.dumps(self.index))
 
     @contextlib.contextmanager
     def _build_lock(self) -> Iterator[None]:

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from model.config import Task
+from labels import Task
 
 NONE_CLASS = -1  # key of the pseudo-class of samples with no class ("No Finding")
 

@@ -1,4 +1,4 @@
-"""The phased schedule (DESIGN.md §3): loss weights and learning rate as functions of the epoch.
+"""The phased schedule (docs/training.md): loss weights and learning rate as functions of the epoch.
 
 Training runs in phases (three of 70 epochs by default, 210 in all). Each phase has its own
 :class:`~training.losses.LossWeights` and an exponential learning-rate decay that starts again

@@ -1,8 +1,8 @@
-"""Alembic environment of the metadata store (``indexer/store.py``).
+"""Alembic environment of the metadata store (``indexer/store/``).
 
-Run in code, without an ``alembic.ini``: :meth:`indexer.store.MetadataStore.upgrade`
-builds the config with :func:`indexer.store.alembic_config` and passes its open connection
-(already inside the transaction the whole upgrade runs in) as
+Run in code, without an ``alembic.ini``: :func:`indexer.store.migrations.upgrade` builds
+the config with :func:`indexer.store.migrations.alembic_config` and passes its open
+connection (already inside the transaction the whole upgrade runs in) as
 ``config.attributes["connection"]``. With a ``sqlalchemy.url`` main option instead
 (``alembic_config(url)``), the Alembic commands work directly, e.g. to autogenerate a new
 revision against ``Base.metadata``, or offline to print the SQL for a DBA.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from indexer.store import Base
+from indexer.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -53,7 +53,7 @@ def run_migrations_online() -> None:
     if not url:
         raise RuntimeError(
             "no database: pass a connection in config.attributes['connection'] or build the "
-            "config with indexer.store.alembic_config(url)"
+            "config with indexer.store.migrations.alembic_config(url)"
         )
     engine = create_engine(url, poolclass=pool.NullPool)
     try:

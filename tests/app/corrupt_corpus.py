@@ -1,10 +1,11 @@
 """A corpus of bad (and a few good) uploads for the service's robustness tests.
 
 Every entry is a name, the bytes, an upload file name and content type, and the set of
-statuses ``POST /query`` may answer with. The expectations follow DESIGN.md §5: 415 for
-content that is not an image (or a recognised but unsupported format), 422 for content
-that claims a supported format but cannot be decoded, 413 for declared sizes over the
-limits, 200 for valid images whatever their file name says. Nothing is ever 5xx.
+statuses ``POST /query`` may answer with. The expectations follow the status table of
+docs/service.md: 415 for content that is not an image (or a recognised but unsupported
+format), 422 for content that claims a supported format but cannot be decoded, 413 for
+declared sizes over the limits, 200 for valid images whatever their file name says.
+Nothing is ever 5xx.
 
 (This folder is on ``sys.path`` while its tests run, so tests import it by name.)
 """
@@ -19,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+from support.dicom import deflate_bomb, make_dataset, split_part10, to_bytes
+from support.images import encode, encode_array, rng_image
 
 NOT_AN_IMAGE = frozenset({415})
 UNDECODABLE = frozenset({422})
@@ -49,24 +48,10 @@ class CorpusFile:
 # --------------------------------------------------------------------------- raster builders
 
 
-def _noisy_rgb(rows: int = 48, columns: int = 64) -> np.ndarray:
-    """Noise compresses badly, so every cut point falls inside the pixel data."""
-    return np.random.default_rng(0).integers(0, 256, (rows, columns, 3), dtype=np.uint8)
-
-
-def encode_image(image: Image.Image, image_format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
-def encode_array(pixels: np.ndarray, image_format: str, **options: object) -> bytes:
-    return encode_image(Image.fromarray(pixels), image_format, **options)
-
-
-def encode(image_format: str, **options: object) -> bytes:
-    """A 48 × 64 RGB noise image in `image_format`."""
-    return encode_array(_noisy_rgb(), image_format, **options)
+def noise_encoded(image_format: str, **options: object) -> bytes:
+    """A 48 × 64 RGB noise image in `image_format` (noise compresses badly, so every cut
+    point falls inside the pixel data)."""
+    return encode_array(rng_image((48, 64, 3)), image_format, **options)
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -101,32 +86,6 @@ def _cuts(data: bytes, fractions: tuple[float, ...]) -> list[tuple[str, bytes]]:
 # --------------------------------------------------------------------------- DICOM builders
 
 
-def make_dicom(
-    pixels: np.ndarray | None = None, photometric: str = "MONOCHROME2", **attributes: object
-) -> Dataset:
-    """A Secondary Capture dataset, explicit VR little endian, holding `pixels` natively."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    if pixels is not None:
-        ds.set_pixel_data(pixels, photometric, pixels.dtype.itemsize * 8)
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
-def dicom_bytes(ds: Dataset) -> bytes:
-    """Part 10 bytes: preamble, DICM, file meta, then the data set (explicit VR LE)."""
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True, implicit_vr=False, little_endian=True)
-    return buffer.getvalue()
-
-
 def _grey(rows: int = 64, columns: int = 64) -> np.ndarray:
     y, x = np.mgrid[0:rows, 0:columns]
     return ((x * 4 + y * 2) % 256).astype(np.uint8)
@@ -134,7 +93,7 @@ def _grey(rows: int = 64, columns: int = 64) -> np.ndarray:
 
 def dicom_with_phi(pixels: np.ndarray | None = None) -> Dataset:
     """A valid DICOM carrying patient identifiers (which must never be echoed or logged)."""
-    return make_dicom(
+    return make_dataset(
         _grey() if pixels is None else pixels,
         PatientName="DOE^JOHN",
         PatientID="PID-12345",
@@ -150,81 +109,54 @@ PHI_STRINGS = ("DOE", "JOHN", "PID-12345")
 
 
 def dicom_no_pixel_data() -> bytes:
-    ds = make_dicom(None)
+    ds = make_dataset(None)
     ds.Rows = ds.Columns = 64
-    return dicom_bytes(ds)
+    return to_bytes(ds)
 
 
 def dicom_huge_declared() -> bytes:
-    ds = make_dicom(np.zeros((2, 2), np.uint16))
+    ds = make_dataset(np.zeros((2, 2), np.uint16))
     ds.Rows = ds.Columns = 65535
-    return dicom_bytes(ds)
+    return to_bytes(ds)
 
 
 def dicom_small_declared_mismatch() -> bytes:
     """256 × 256 declared (under every limit) but only 16 bytes of pixel data."""
-    ds = make_dicom(np.zeros((4, 4), np.uint8))
+    ds = make_dataset(np.zeros((4, 4), np.uint8))
     ds.Rows = ds.Columns = 256
-    return dicom_bytes(ds)
+    return to_bytes(ds)
 
 
 def dicom_bogus_transfer_syntax() -> bytes:
-    ds = make_dicom(_grey())
-    data = dicom_bytes(ds)
+    ds = make_dataset(_grey())
+    data = to_bytes(ds)
     # Same length as "1.2.840.10008.1.2.1" (19 characters) so the meta group length holds.
     return data.replace(ExplicitVRLittleEndian.encode(), b"1.2.3.4.5.6.7.8.9.0", 1)
 
 
 def dicom_truncated_pixel_data() -> bytes:
-    data = dicom_bytes(make_dicom(_grey()))
+    data = to_bytes(make_dataset(_grey()))
     return data[: len(data) - 64 * 64 // 2]
 
 
 def dicom_pixel_element_length_lie() -> bytes:
     """The Pixel Data element's length says 4 GiB − 2; half of the 64 × 64 pixels follow."""
-    data = dicom_bytes(make_dicom(_grey()))
+    data = to_bytes(make_dataset(_grey()))
     tag = data.rindex(b"\xe0\x7f\x10\x00")  # (7FE0,0010), explicit VR: OB/OW, 2 reserved, UL
     pixels = data[tag + 12 :]
     return data[: tag + 8] + struct.pack("<I", 0xFFFFFFFE) + pixels[: len(pixels) // 2]
 
 
 def dicom_zero_rows() -> bytes:
-    ds = make_dicom(_grey(8, 8))
+    ds = make_dataset(_grey(8, 8))
     ds.Rows = 0
-    return dicom_bytes(ds)
-
-
-def _split_part10(data: bytes) -> tuple[bytes, bytes]:
-    (group_length,) = struct.unpack_from("<I", data, 140)  # (0002,0000) UL, first element
-    meta_end = 144 + group_length
-    return data[:meta_end], data[meta_end:]
-
-
-def _raw_deflate(data: bytes, final: bool = True) -> bytes:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush(
-        zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH
-    )
-
-
-def dicom_deflate_bomb(inflated_mib: int = 1024) -> bytes:
-    """Deflated explicit VR LE: a 2048 × 2048 header, then `inflated_mib` MiB of zero pixels
-    in well under 1 MiB of deflate stream (each MiB is one independent deflate block)."""
-    ds = make_dicom(np.zeros((1, 1), np.uint8))
-    del ds.PixelData
-    ds.Rows = ds.Columns = 2048
-    header = _split_part10(dicom_bytes(ds))[1]
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    meta = _split_part10(dicom_bytes(ds))[0]
-    header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, inflated_mib * 2**20)
-    zero_mib = _raw_deflate(bytes(2**20), final=False)
-    return meta + _raw_deflate(header, final=False) + zero_mib * inflated_mib + _raw_deflate(b"")
+    return to_bytes(ds)
 
 
 def dicom_deflate_garbage() -> bytes:
-    ds = make_dicom(_grey(8, 8))
+    ds = make_dataset(_grey(8, 8))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    meta = _split_part10(dicom_bytes(ds))[0]
+    meta = split_part10(to_bytes(ds))[0]
     return meta + bytes(np.random.default_rng(7).integers(0, 256, 512, dtype=np.uint8))
 
 
@@ -247,7 +179,7 @@ def _zip() -> bytes:
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("scan.png", encode("PNG"))
+        archive.writestr("scan.png", noise_encoded("PNG"))
     return buffer.getvalue()
 
 
@@ -261,11 +193,11 @@ def _real(shared_data: Path | None, folder: str, pattern: str) -> bytes | None:
 def build_corpus(shared_data: Path | None = None) -> list[CorpusFile]:
     """The corpus; entries built from real images are left out when `shared_data` is None."""
     png, jpeg, tiff, webp, bmp = (
-        encode("PNG"),
-        encode("JPEG", quality=90),
-        encode("TIFF"),
-        encode("WEBP", lossless=True),
-        encode("BMP"),
+        noise_encoded("PNG"),
+        noise_encoded("JPEG", quality=90),
+        noise_encoded("TIFF"),
+        noise_encoded("WEBP", lossless=True),
+        noise_encoded("BMP"),
     )
     files: list[CorpusFile] = []
 
@@ -303,7 +235,7 @@ def build_corpus(shared_data: Path | None = None) -> list[CorpusFile]:
     add("dicom-truncated-pixel-data", dicom_truncated_pixel_data(), UNDECODABLE)
     add("dicom-pixel-length-4gib", dicom_pixel_element_length_lie(), UNDECODABLE)
     add("dicom-zero-rows", dicom_zero_rows(), UNDECODABLE)
-    add("dicom-deflate-bomb-1gib", dicom_deflate_bomb(), TOO_LARGE, filename="bomb.dcm")
+    add("dicom-deflate-bomb-1gib", deflate_bomb(1024), TOO_LARGE, filename="bomb.dcm")
     add("dicom-deflate-garbage", dicom_deflate_garbage(), UNDECODABLE)
     add("dicom-bare-garbage", bare_dicom_garbage(), UNDECODABLE)
     # Not images at all, or formats recognised but not decoded
@@ -312,7 +244,7 @@ def build_corpus(shared_data: Path | None = None) -> list[CorpusFile]:
         add(f"random-{size}-bytes", _random(size, seed), NOT_AN_IMAGE)
     add("text", b"patient list\nnothing to see\n" * 20, NOT_AN_IMAGE, content_type="text/plain")
     add("pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", NOT_AN_IMAGE)
-    add("gif", encode("GIF"), NOT_AN_IMAGE, filename="a.gif", content_type="image/gif")
+    add("gif", noise_encoded("GIF"), NOT_AN_IMAGE, filename="a.gif", content_type="image/gif")
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'
     add("svg", svg, NOT_AN_IMAGE, filename="a.svg", content_type="image/svg+xml")
     add("zip-of-a-png", _zip(), NOT_AN_IMAGE, filename="scans.zip")
@@ -320,7 +252,7 @@ def build_corpus(shared_data: Path | None = None) -> list[CorpusFile]:
     # Valid images whose name or declared type lies: the content decides.
     add("png-named-dcm", png, OK, filename="scan.dcm", content_type="application/dicom")
     add("jpeg-named-txt", jpeg, OK, filename="notes.txt", content_type="text/plain")
-    add("dicom-named-jpg", dicom_bytes(make_dicom(_grey())), OK, filename="a.jpg")
+    add("dicom-named-jpg", to_bytes(make_dataset(_grey())), OK, filename="a.jpg")
     add("webp-no-extension", webp, OK, filename="upload", content_type="")
     # Valid but odd: degenerate shapes, no contrast, NaN, CMYK, 1-bit, RGB DICOM.
     add("png-1x1", encode_array(np.full((1, 1), 9, np.uint8), "PNG"), OK)
@@ -329,9 +261,9 @@ def build_corpus(shared_data: Path | None = None) -> list[CorpusFile]:
     add("png-16-bit-constant", encode_array(np.full((8, 8), 300, np.uint16), "PNG"), OK)
     add("tiff-float-nan-inf", encode_array(np.array([[np.nan, np.inf]], np.float32), "TIFF"), OK)
     add("bmp-1-bit", encode_array(np.zeros((8, 8), bool), "BMP"), OK)
-    add("jpeg-cmyk", encode_image(Image.new("CMYK", (8, 8), (0, 50, 100, 0)), "JPEG"), OK)
-    add("dicom-1x60000", dicom_bytes(make_dicom(np.zeros((1, 60_000), np.uint8))), OK)
-    add("dicom-rgb", dicom_bytes(make_dicom(np.zeros((8, 8, 3), np.uint8), "RGB")), OK)
+    add("jpeg-cmyk", encode(Image.new("CMYK", (8, 8), (0, 50, 100, 0)), "JPEG"), OK)
+    add("dicom-1x60000", to_bytes(make_dataset(np.zeros((1, 60_000), np.uint8))), OK)
+    add("dicom-rgb", to_bytes(make_dataset(np.zeros((8, 8, 3), np.uint8), "RGB")), OK)
     # Real images: whole (fine) and truncated (undecodable).
     real_png = _real(shared_data, "chestxray14", "*.png")
     if real_png is not None:
@@ -352,8 +284,6 @@ __all__ = [
     "PHI_STRINGS",
     "CorpusFile",
     "build_corpus",
-    "dicom_bytes",
     "dicom_with_phi",
-    "make_dicom",
     "png_declaring",
 ]

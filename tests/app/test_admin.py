@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import (
-    ADMIN_TOKEN,
-    HAM_CODES,
-    ServiceEnv,
-    build_collection,
-    chest_subset,
-    ham_subset,
-    make_checkpoint,
-)
 
 from app.main import create_app
+from support.checkpoints import make_checkpoint
+from support.real_data import HAM_CODES, chest_subset, ham_subset
+from support.service import ADMIN_TOKEN, ServiceEnv, build_collection
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JOB_TIMEOUT_S = 180
@@ -33,7 +27,7 @@ def small_env(tmp_path: Path, shared_data: Path) -> ServiceEnv:
     """A collection "derm" of 28 HAM10000 images, in a database of its own."""
     archive_root = tmp_path / "archives"
     archive = ham_subset(shared_data, archive_root / "ham", per_class=4)
-    checkpoint = make_checkpoint(archive_root / "derm.safetensors", HAM_CODES)
+    checkpoint = make_checkpoint(archive_root / "derm.safetensors", HAM_CODES, size=64)
     url = f"sqlite:///{tmp_path / 'medret.db'}"
     build_collection(url, tmp_path / "data", "derm", checkpoint, archive)
     return ServiceEnv(tmp_path / "data", url, checkpoint, archive, archive_root)
@@ -193,10 +187,10 @@ def test_second_collection_multi_label(
     admin_client: TestClient, small_env: ServiceEnv, shared_data: Path
 ) -> None:
     chest = chest_subset(shared_data, small_env.archive_root / "cxr", count=30)
-    from model.archives import NIH_FINDINGS
+    from archives.label_sets import NIH_FINDINGS
 
     checkpoint = make_checkpoint(
-        small_env.archive_root / "cxr.safetensors", tuple(NIH_FINDINGS), task="multi_label"
+        small_env.archive_root / "cxr.safetensors", tuple(NIH_FINDINGS), size=64, task="multi_label"
     )
     started = admin_client.post(
         "/admin/reindex",

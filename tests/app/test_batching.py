@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import ServiceEnv
 
 from app.batching import BatcherClosedError, MicroBatcher
 from app.main import create_app
+from support.service import ServiceEnv
 
 
 class Recorder:

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from service_fixtures import ADMIN_TOKEN, ServiceEnv
 
 from app.main import create_app
 from app.services import Services
 from app.settings import load_settings
+from support.service import ADMIN_TOKEN, ServiceEnv
 
 BASE_URL = f"http://{asgi.HOST}"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from service_fixtures import LiveServer
+
+from support.server import LiveServer
 
 
 def test_live_server_answers_a_query(live_server: LiveServer, ham_image: bytes) -> None:

@@ -12,17 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import (
-    HAM_CODES,
-    REPO_ROOT,
-    ServiceEnv,
-    build_collection,
-    ham_subset,
-    make_checkpoint,
-)
 
 from app.main import create_app
 from app.ood import fit_ood
+from support.checkpoints import make_checkpoint
+from support.real_data import HAM_CODES, ham_subset
+from support.service import ServiceEnv, build_collection
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fit_uses_held_out_cases_for_the_threshold() -> None:
@@ -92,11 +89,11 @@ def test_reference_features_are_reused_by_a_new_version(
     tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     archive = ham_subset(shared_data, tmp_path / "archives" / "ham", per_class=3)
-    checkpoint = make_checkpoint(tmp_path / "derm.safetensors", HAM_CODES)
+    checkpoint = make_checkpoint(tmp_path / "derm.safetensors", HAM_CODES, size=64)
     url = f"sqlite:///{tmp_path / 'medret.db'}"
     env = ServiceEnv(tmp_path / "data", url, checkpoint, archive, tmp_path / "archives")
     build_collection(url, env.data_dir, "derm", checkpoint, archive)
-    caplog.set_level(logging.INFO, logger="app.runtime")
+    caplog.set_level(logging.INFO, logger="app.calibration")
     with TestClient(create_app(env.settings())):
         pass
     assert "(21 encoded now" in caplog.text  # 7 classes × 3 images, all encoded once

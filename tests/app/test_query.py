@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_fixtures import HAM_CODES, HAM_NAMES, ServiceEnv, dicom_bytes
 
 from app.main import create_app
+from support.dicom import dicom_bytes
+from support.images import encode
+from support.real_data import HAM_CODES, HAM_NAMES
+from support.service import ServiceEnv
 
 
 def query(client: TestClient, data: bytes, **params: object) -> dict:
@@ -50,9 +53,8 @@ def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None
 
 
 def test_same_image_as_png_gives_the_same_answer(client: TestClient, ham_image: bytes) -> None:
-    as_png = io.BytesIO()
-    Image.open(io.BytesIO(ham_image)).save(as_png, format="PNG")
-    jpeg, png = query(client, ham_image), query(client, as_png.getvalue())
+    as_png = encode(Image.open(io.BytesIO(ham_image)), "PNG")
+    jpeg, png = query(client, ham_image), query(client, as_png)
     assert png["query"]["format"] == "PNG"
     # JPEG → PNG is lossless from the decoded pixels: the same tensor, the same answer
     assert [c["case_id"] for c in png["cases"]] == [c["case_id"] for c in jpeg["cases"]]

@@ -19,7 +19,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pytest
-from service_fixtures import CT_IMAGE, LiveServer, dicom_bytes
+
+from support.dicom import CT_IMAGE, dicom_bytes
+from support.server import LiveServer
 
 CHROMIUM = Path(os.environ.get("MEDRET_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

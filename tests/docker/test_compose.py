@@ -149,3 +149,16 @@ def test_secrets_and_local_state_stay_out_of_git_and_the_build_context() -> None
     assert ".env" in gitignored
     dockerignored = set((REPO / ".dockerignore").read_text().splitlines())
     assert {".git", ".env", ".venv*", "data", "runs", "reports"} <= dockerignored
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_copy_every_package_the_project_installs(dockerfile: Path) -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {
+        name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.M))
+    assert packages == copied
+    assert packages == set(project["tool"]["importlinter"]["root_packages"])

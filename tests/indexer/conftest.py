@@ -4,7 +4,7 @@ The PostgreSQL cases need a server: set ``MEDRET_TEST_POSTGRES_URL`` to a databa
 tests may connect to as a user allowed to create databases, e.g. from a throwaway cluster::
 
     export MEDRET_TEST_POSTGRES_URL=$(scripts/pg_throwaway.sh start /tmp/medret-pg 54329)
-    pytest tests/indexer/test_store.py
+    pytest tests/indexer/store
     scripts/pg_throwaway.sh stop /tmp/medret-pg
 
 Without it they are skipped, except when ``CI`` is set: then they fail, so CI can never

@@ -14,43 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from archives.registry import read_archive
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
 from indexer.embedding import embed_samples
 from indexer.search import CollectionIndex, SearchError
-from indexer.store import MetadataStore
-from model.archives import read_archive
-from model.checkpoint import CheckpointMeta, LabelSpace, load_checkpoint, save_checkpoint
-from model.config import ModelConfig
-from model.preprocessing import PreprocessConfig
-from model.vit import build_model
-
-HAM_CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
-
-
-def make_checkpoint(path: Path, codes: tuple[str, ...], seed: int = 0, size: int = 32) -> Path:
-    torch.manual_seed(seed)
-    cfg = ModelConfig.from_variant(
-        "tiny", num_classes=len(codes), depth=1, image_size=size, embed_dim=32
-    )
-    meta = CheckpointMeta(
-        model=cfg,
-        labels=LabelSpace.from_codes(codes),
-        preprocessing=PreprocessConfig(image_size=(size, size)),
-    )
-    save_checkpoint(path, build_model(cfg), meta)
-    return path
-
-
-def write_folder(root: Path, count: int, seed: int, prefix: str = "img") -> Path:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
-            root / f"{prefix}_{i:03d}.png"
-        )
-    return root
+from indexer.store import JobState, MetadataStore
+from model.checkpoint import load_checkpoint
+from support.checkpoints import make_checkpoint
+from support.images import write_image_folder
+from support.real_data import HAM_CODES
 
 
 @pytest.fixture
@@ -81,7 +54,7 @@ def query_vectors(ckpt: Path, folder: Path) -> tuple[np.ndarray, list[str]]:
 
 def test_full_build_then_add_then_remove(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 20, seed=1)
+    source = write_image_folder(tmp / "archive", 20, seed=1)
     first = builder.build("derm", ckpt, source, layout="image_folder")
     assert (first.version, first.added, first.vector_count) == (1, 20, 20)
     coll = store.get_collection("derm")
@@ -100,7 +73,7 @@ def test_full_build_then_add_then_remove(env) -> None:
     assert (again.added, again.skipped_known, again.vector_count) == (0, 20, 20)
 
     # new images (and one duplicate of an old one under another name) → only the new ones
-    write_folder(source, 5, seed=2, prefix="new")
+    write_image_folder(source, 5, seed=2, prefix="new")
     shutil.copy(source / "img_000.png", source / "copy_of_000.png")
     added = builder.build("derm", ckpt, source, layout="image_folder", mode="add")
     assert added.added == 5
@@ -121,20 +94,20 @@ def test_full_build_then_add_then_remove(env) -> None:
 
 def test_unreadable_files_are_reported_not_fatal(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 6, seed=3)
+    source = write_image_folder(tmp / "archive", 6, seed=3)
     (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (source / "notes.dcm").write_text("not a dicom")
     result = builder.build("derm", ckpt, source, layout="image_folder")
     assert result.added == 6
     assert sorted(k for k, _ in result.failed) == ["broken.png", "notes.dcm"]
     job = store.get_job(result.job_id)
-    assert job.state == "succeeded"
+    assert job.state == JobState.SUCCEEDED
     assert job.counts["failed"] == 2
 
 
 def test_checkpoint_rules(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 8, seed=4)
+    source = write_image_folder(tmp / "archive", 8, seed=4)
     builder.build("derm", ckpt, source, layout="image_folder")
     other = make_checkpoint(tmp / "b.safetensors", ("A", "B"), seed=7)
     with pytest.raises(IndexBuildError, match="--add needs the same checkpoint"):
@@ -157,7 +130,7 @@ def test_checkpoint_rules(env) -> None:
 
 def test_full_reindex_drops_cases_no_longer_in_the_archive(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 10, seed=5)
+    source = write_image_folder(tmp / "archive", 10, seed=5)
     builder.build("derm", ckpt, source, layout="image_folder")
     (source / "img_003.png").unlink()
     result = builder.build("derm", ckpt, source, layout="image_folder")
@@ -167,7 +140,7 @@ def test_full_reindex_drops_cases_no_longer_in_the_archive(env) -> None:
 
 def test_full_reindex_handles_renames_swaps_and_changed_files(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 6, seed=9)
+    source = write_image_folder(tmp / "archive", 6, seed=9)
     builder.build("derm", ckpt, source, layout="image_folder")
     coll = store.get_collection("derm")
     ids_before = store.existing_hashes(coll.id)
@@ -175,7 +148,7 @@ def test_full_reindex_handles_renames_swaps_and_changed_files(env) -> None:
     (source / "img_000.png").rename(source / "tmp.png")
     (source / "img_001.png").rename(source / "img_000.png")
     (source / "tmp.png").rename(source / "img_001.png")
-    write_folder(tmp / "other", 1, seed=99)
+    write_image_folder(tmp / "other", 1, seed=99)
     shutil.copy(tmp / "other" / "img_000.png", source / "img_002.png")
     result = builder.build("derm", ckpt, source, layout="image_folder")
     assert (result.added, result.deleted, result.vector_count) == (1, 1, 6)
@@ -188,7 +161,7 @@ def test_full_reindex_handles_renames_swaps_and_changed_files(env) -> None:
 
 def test_full_reindex_keeps_cases_whose_files_failed_to_read(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 5, seed=10)
+    source = write_image_folder(tmp / "archive", 5, seed=10)
     builder.build("derm", ckpt, source, layout="image_folder")
     (source / "img_004.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # a bad re-save
     result = builder.build("derm", ckpt, source, layout="image_folder")
@@ -201,7 +174,7 @@ def test_full_reindex_keeps_cases_whose_files_failed_to_read(env) -> None:
 def test_filters_apply_inside_the_search(env) -> None:
     store, builder, ckpt, tmp = env
     root = tmp / "manifest"
-    write_folder(root / "images", 12, seed=6)
+    write_image_folder(root / "images", 12, seed=6)
     rows = ["file,label,split"] + [
         f"img_{i:03d}.png,{'A' if i % 3 else 'B'},{'train' if i < 8 else 'test'}" for i in range(12)
     ]
@@ -222,7 +195,7 @@ def test_filters_apply_inside_the_search(env) -> None:
 
 def test_prune_removes_old_and_abandoned_versions(env) -> None:
     store, builder, ckpt, tmp = env
-    source = write_folder(tmp / "archive", 4, seed=8)
+    source = write_image_folder(tmp / "archive", 4, seed=8)
     for _ in range(3):
         builder.build("derm", ckpt, source, layout="image_folder")
     folder = tmp / "data" / "indexes" / "derm"
@@ -230,6 +203,30 @@ def test_prune_removes_old_and_abandoned_versions(env) -> None:
     assert builder.prune("derm", keep=1) == [1]
     assert sorted(p.name[:5] for p in folder.iterdir()) == ["v0002", "v0003"]
     assert CollectionIndex.load(store, "derm").version.version == 3
+
+
+def test_a_version_folder_holds_the_index_and_its_vectors(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_image_folder(tmp / "archive", 3, seed=11)
+    result = builder.build("derm", ckpt, source, layout="image_folder")
+    version = store.active_version(store.get_collection("derm").id)
+    folder = Path(version.path)
+    assert folder.name == f"v0001-{result.job_id[:8]}"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ids.npy",
+        "index.faiss",
+        "index.json",
+        "vectors.npy",
+    ]  # no temporary file left, and no staging folder beside it
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+
+
+def test_an_unknown_mode_is_refused_before_anything_starts(env) -> None:
+    store, builder, ckpt, tmp = env
+    source = write_image_folder(tmp / "archive", 2, seed=12)
+    with pytest.raises(IndexBuildError, match="mode is 'full' or 'add', not 'remove'"):
+        builder.build("derm", ckpt, source, layout="image_folder", mode="remove")
+    assert store.list_collections() == []
 
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MEDRET_")}
@@ -304,7 +301,7 @@ def test_real_ham10000_index_add_remove_and_kill(shared_data: Path, tmp_path: Pa
     proc.wait()
     assert store.active_version(coll.id).id == active_before.id
     assert store.reap_stale_jobs() == [job.id]
-    assert store.get_job(job.id).state == "failed"
+    assert store.get_job(job.id).state == JobState.FAILED
     index = CollectionIndex.load(store, "derm")
     assert index.size == 5104
     assert index.version.checkpoint_sha256 == load_checkpoint(ckpt).sha256
@@ -312,7 +309,7 @@ def test_real_ham10000_index_add_remove_and_kill(shared_data: Path, tmp_path: Pa
 
 
 def test_unreadable_array_rows_are_reported_not_fatal(tmp_path: Path) -> None:
-    from model.archives import ArrayRef, Sample
+    from archives.records import ArrayRef, Sample
 
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "a.safetensors", ("A", "B")))
     npz = tmp_path / "tiny.npz"

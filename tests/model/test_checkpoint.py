@@ -9,16 +9,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model.checkpoint as checkpoint_module
+from imaging.preprocessing import PreprocessConfig
+from labels import LabelSpace, Task
 from model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
-    LabelSpace,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
-from model.config import ModelConfig, Task
-from model.preprocessing import PreprocessConfig
+from model.config import ModelConfig
 from model.vit import build_model
 
 HAM_NAMES = {"MEL": "Melanoma", "NV": "Melanocytic nevus", "BCC": "Basal cell carcinoma"}
@@ -118,6 +118,24 @@ def _rewrite(path: Path, *, tensors=None, description=None) -> None:
             ),
             "3 classes but the label space lists 1",
         ),
+        (  # a bad label list is a CheckpointError where a checkpoint is read, message as is
+            lambda p: _rewrite(
+                p,
+                description=lambda d: json.dumps(
+                    d | {"labels": {"codes": ["A", "A", "B"], "names": ["A", "A", "B"]}}
+                ),
+            ),
+            r"^class codes are not unique: \['A', 'A', 'B'\]$",
+        ),
+        (
+            lambda p: _rewrite(
+                p,
+                description=lambda d: json.dumps(
+                    d | {"labels": {"codes": ["A", "B", "C"], "names": ["A", "B"]}}
+                ),
+            ),
+            "^3 class codes but 2 class names$",
+        ),
         (
             lambda p: _rewrite(
                 p,
@@ -160,9 +178,3 @@ def test_missing_checkpoint_and_mismatched_save(tmp_path: Path) -> None:
     other = build_model(ModelConfig.from_variant("tiny", num_classes=3, depth=1, image_size=64))
     with pytest.raises(CheckpointError, match="config differs"):
         save_checkpoint(tmp_path / "x.safetensors", other, meta)
-
-
-def test_label_space_is_validated() -> None:
-    with pytest.raises(CheckpointError, match="not unique"):
-        LabelSpace.from_codes(["A", "A"])
-    assert LabelSpace.from_codes(["Effusion"]).names == ("Effusion",)

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from model.config import VARIANTS, ConfigError, ModelConfig, Task
+from labels import Task
+from model.config import VARIANTS, ConfigError, ModelConfig
 from model.vit import Attention, build_model, probabilities, pyramid_sizes, token_counts
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.archives import NIH_HEADER
+
 CLASSES = ("DOTS", "STRIPES", "PLAIN")
 
 
@@ -51,19 +53,6 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-NIH_HEADER = [
-    "Image Index",
-    "Finding Labels",
-    "Follow-up #",
-    "Patient ID",
-    "Patient Age",
-    "Patient Gender",
-    "View Position",
-    "OriginalImage[Width",
-    "Height]",
-    "OriginalImagePixelSpacing[x",
-    "y]",
-]
 FINDINGS = ("Effusion", "Nodule")
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model.preprocessing import PreprocessConfig, normalise
+from imaging.preprocessing import PreprocessConfig, normalise
 from training.augment import (
     AugmentConfig,
     AugmentParams,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from model.archives import NIH_FINDINGS
+from archives.label_sets import NIH_FINDINGS
+from labels import Task
 from model.checkpoint import load_checkpoint
-from model.config import Task
 from training.commands import evaluate_checkpoint
 from training.config import load_config
 from training.loop import train
@@ -77,11 +77,15 @@ def test_medmnist_npz_layout(tiny_npz: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("dataset", "split", "multi_label"),
-    [("ham10000", "test", False), ("pneumoniamnist", "test", False), ("chestxray14", "val", True)],
+    ("dataset", "split", "task"),
+    [
+        ("ham10000", "test", Task.SINGLE_LABEL),
+        ("pneumoniamnist", "test", Task.SINGLE_LABEL),
+        ("chestxray14", "val", Task.MULTI_LABEL),
+    ],
 )
 def test_real_datasets_train_and_evaluate(
-    shared_data: Path, tmp_path: Path, dataset: str, split: str, multi_label: bool
+    shared_data: Path, tmp_path: Path, dataset: str, split: str, task: Task
 ) -> None:
     data = shared_data / dataset
     cfg = quick_config(data, tmp_path / "run", tmp_path / "cache", size=32, bpe=2, batch=16, k=2)
@@ -99,7 +103,7 @@ def test_real_datasets_train_and_evaluate(
     retrieval = report["retrieval"]
     assert retrieval["queries"] > 0
     assert 0.0 <= retrieval["macro"]["mAP"] <= 1.0
-    if multi_label:
+    if task is Task.MULTI_LABEL:
         assert 0.0 <= report["classification"]["mean_auroc"] <= 1.0
     else:
         assert 0.0 <= report["classification"]["balanced_accuracy"] <= 1.0

@@ -16,7 +16,9 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from training.config import load_config
-from training.loop import STATE_FILE, Trainer, TrainingError, train
+from training.errors import TrainingError
+from training.loop import Trainer, train
+from training.state import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 

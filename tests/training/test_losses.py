@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from model.config import Task
+from labels import Task
 from model.vit import ModelOutput
 from training.losses import (
     LossWeights,

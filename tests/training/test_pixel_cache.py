@@ -17,10 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.archives import Sample, load_pixels, read_archive
-from model.decoding import decode_image
-from model.preprocessing import fit_to_canvas
-from training.loop import DistEnv, TrainingError, prepare_data
+from archives.content import load_pixels
+from archives.records import Sample
+from archives.registry import read_archive
+from imaging.decode import decode_image
+from imaging.preprocessing import fit_to_canvas
+from training.data import prepare_data
+from training.distributed import DistEnv
+from training.errors import TrainingError
 from training.pixel_cache import CACHE_FORMAT, NOT_CACHED, PixelCache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -302,7 +306,7 @@ def test_a_builder_waits_for_the_lock(dataset: Path, tmp_path: Path) -> None:
 _BUILDER = """
 import json, sys, time
 from pathlib import Path
-from model.archives import read_archive
+from archives.registry import read_archive
 from training.pixel_cache import PixelCache
 
 data, cache_dir, out, ready, go, *keys = sys.argv[1:]

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.config import Task
+from labels import Task
 from training.sampler import (
     ClassBalancedBatchSampler,
     ShuffledBatchSampler,

@@ -20,7 +20,7 @@ LR0 = 4e-4
 @pytest.mark.parametrize(
     ("epoch", "expected"),
     [
-        # DESIGN.md §3: phase 1 LR·(1/4)^(e/70), phase 2 LR·(1/16)^((e−70)/70),
+        # docs/training.md: phase 1 LR·(1/4)^(e/70), phase 2 LR·(1/16)^((e−70)/70),
         # phase 3 LR·(1/64)^((e−140)/70)
         (0, LR0),
         (35, LR0 * 0.25**0.5),  # halfway through phase 1: 2e-4

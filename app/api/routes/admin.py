@@ -23,20 +23,13 @@ ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+JOB_OUT_OWN_FIELDS = frozenset({"job_id", "status_url"})  # every other field is JobInfo's
+
+
 def job_out(job: JobInfo, root: str = "") -> JobOut:
-    return JobOut(
-        job_id=job.id,
-        kind=job.kind,
-        state=job.state,  # type: ignore[arg-type]
-        progress=job.progress,
-        counts=dict(job.counts),
-        errors=list(job.errors),
-        message=job.message,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        status_url=f"{root}/admin/jobs/{job.id}",
-    )
+    """The API view of ``job``: each JobOut field copied from the JobInfo field of its name."""
+    copied = {name: getattr(job, name) for name in JobOut.model_fields.keys() - JOB_OUT_OWN_FIELDS}
+    return JobOut(job_id=job.id, status_url=f"{root}/admin/jobs/{job.id}", **copied)
 
 
 @router.post(

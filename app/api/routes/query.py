@@ -18,11 +18,11 @@ from app.batching import BatcherClosedError
 from app.errors import ApiError, decode_error
 from app.images import render_preview
 from app.logs import request_id_var
+from app.runner import Prediction
 from app.runtime import (
     AmbiguousCollectionError,
     CollectionRuntime,
     NotReadyError,
-    Prediction,
     UnknownCollectionError,
 )
 from app.schemas import (
@@ -38,9 +38,9 @@ from app.schemas import (
     VoteOut,
 )
 from app.services import Services
+from imaging.decode import DecodedImage, DecodeLimits, ImageDecodeError, decode_image
 from indexer.search import Hit, SearchError
 from indexer.store import StoreError
-from model.decoding import DecodedImage, DecodeLimits, ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["query"])

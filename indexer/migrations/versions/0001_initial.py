@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-29
 
-Written out in full (not imported from ``indexer/store.py``) so that it keeps creating
+Written out in full (not imported from ``indexer/store/tables.py``) so that it keeps creating
 this revision's schema when the models change later. Works on SQLite and PostgreSQL.
 """
 
@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 # JSON on SQLite, JSONB on PostgreSQL (label filters use its containment operator).
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-UTC_TIME = sa.DateTime(timezone=True)  # indexer.store.UTCDateTime stores through this
+UTC_TIME = sa.DateTime(timezone=True)  # indexer.store.tables.UTCDateTime stores through this
 
 
 def upgrade() -> None:

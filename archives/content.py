@@ -1,0 +1,75 @@
+"""A sample's content: its bytes (or array pixels), their hash, and the decoded pixels.
+
+Files are decoded by content, not by extension; array samples are cut from their ``.npz``
+array, the last few arrays read being kept in memory (the npz cache).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from archives.records import ArchiveError, Sample
+from imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode_file, decode_image
+from imaging.limits import check_byte_count
+
+
+def sample_content(
+    sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[str, bytes | np.ndarray]:
+    """(content SHA-256, what to decode): a file's bytes, read once, or an array's pixels.
+
+    The hash is a case's content identity (the training cache and the indexer key on it).
+    Raises :class:`imaging.decode.ImageDecodeError` (``TOO_LARGE``) for a file over
+    ``limits.max_bytes``, and OSError/ValueError/KeyError/IndexError for content that
+    cannot be read at all.
+    """
+    if sample.path is not None:
+        check_byte_count(sample.path.stat().st_size, limits)
+        with sample.path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)  # decode_image refuses anything longer
+        return hashlib.sha256(data).hexdigest(), data
+    pixels = np.ascontiguousarray(load_pixels(sample, limits), dtype=np.uint8)
+    digest = hashlib.sha256(b"array:" + repr(pixels.shape).encode() + b":")
+    digest.update(pixels.tobytes())
+    return digest.hexdigest(), pixels
+
+
+def decode_content(
+    content: bytes | np.ndarray, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, Mapping[str, str]]:
+    """(uint8 pixels, non-identifying metadata) of what :func:`sample_content` returned."""
+    if isinstance(content, bytes):
+        decoded = decode_image(content, limits)
+        return decoded.pixels, decoded.metadata
+    return content, {}
+
+
+def load_pixels(sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """The sample's pixels: uint8 (H, W, 1) or (H, W, 3).
+
+    Files are decoded by content (:func:`imaging.decode.decode_file`, whose errors pass
+    through); array samples are cut from their ``.npz`` array, the last few arrays read
+    being kept in memory.
+    """
+    if sample.path is not None:
+        return decode_file(sample.path, limits).pixels
+    if sample.array is None:
+        raise ArchiveError(f"sample {sample.key!r} has neither a file nor an array")
+    ref = sample.array
+    array = _cached_npz_array(str(ref.file), ref.file.stat().st_mtime_ns, ref.array)
+    pixels = array[ref.index]
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return np.array(pixels, dtype=np.uint8, order="C")  # a copy: the cache stays intact
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_npz_array(file: str, mtime_ns: int, name: str) -> np.ndarray:
+    """A whole array of an npz (decompressing it per sample would be far too slow)."""
+    del mtime_ns  # part of the cache key only: a rewritten file is read again
+    with np.load(file, allow_pickle=False) as npz:
+        return np.asarray(npz[name])

@@ -1,0 +1,48 @@
+"""What a service under test serves: a data folder with a collection built by the real
+indexer, and the settings (with the test admin token) that point at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.settings import Settings
+from indexer.builder import IndexBuilder, IndexerConfig
+from indexer.store import MetadataStore
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def build_collection(
+    url: str, data_dir: Path, name: str, checkpoint: Path, source: Path, layout: str = "auto"
+) -> None:
+    """Index ``source`` into collection ``name`` with the real indexer."""
+    store = MetadataStore.open(url)
+    try:
+        builder = IndexBuilder(
+            store, IndexerConfig(data_dir=data_dir, workers=0, progress=False, batch_size=32)
+        )
+        builder.build(name, checkpoint, source, layout=layout)
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class ServiceEnv:
+    data_dir: Path
+    database_url: str
+    checkpoint: Path
+    archive: Path
+    archive_root: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": self.data_dir,
+            "database_url": self.database_url,
+            "admin_token": ADMIN_TOKEN,
+            "archive_roots": [str(self.archive_root)],
+            "reload_interval_s": 0.2,
+            "index_workers": 0,
+            **overrides,
+        }
+        return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,147 @@
+"""What a run is built from, one function per part, each named for what it returns.
+
+:class:`training.loop.Trainer` calls them in this order (the order matters: the network's
+initial weights come from the seed set just before it is built)::
+
+    preprocessing → initial_network → training_loss → teacher_network
+      → phase_schedule → optimizer → batch_sampler
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from imaging.preprocessing import PreprocessConfig
+from labels import LabelSpace, Task
+from model.checkpoint import load_checkpoint
+from model.config import ModelConfig
+from model.pretrained import load_pretrained_vit
+from model.vit import build_model
+from training.cnn import ResNet18Like
+from training.config import TrainConfig
+from training.distributed import DistEnv
+from training.errors import TrainingError
+from training.losses import MultiLoss, balanced_class_weights
+from training.sampler import (
+    ClassBalancedBatchSampler,
+    ShuffledBatchSampler,
+    class_lists_from_targets,
+)
+from training.schedule import PhaseSchedule, make_adam
+
+CNN_BASE_WIDTH = {"tiny": 16, "small": 32, "base": 64}
+"""The CNN baseline's first-stage width per model variant (32 for any other)."""
+
+
+def preprocessing(cfg: TrainConfig) -> PreprocessConfig:
+    """The square canvas of the config's image size, with the standard normalisation."""
+    return PreprocessConfig(image_size=(cfg.model.image_size, cfg.model.image_size))
+
+
+def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Module, ModelConfig]:
+    """The ViT of the config (optionally from pretrained ViT/16 weights), or the CNN."""
+    m = cfg.model
+    overrides: dict[str, Any] = {
+        "image_size": m.image_size,
+        "embed_dim": m.embed_dim,
+        "multiscale": m.multiscale,
+        "dropout": m.dropout,
+        "task": task,
+    }
+    if m.depth is not None:
+        overrides["depth"] = m.depth
+    model_cfg = ModelConfig.from_variant(m.variant, num_classes=num_classes, **overrides)
+    if m.architecture == "cnn":
+        base = CNN_BASE_WIDTH.get(m.variant, 32)
+        return ResNet18Like(
+            num_classes, embed_dim=m.embed_dim, base_width=base, dropout=m.dropout
+        ), model_cfg
+    net = build_model(model_cfg)
+    if m.pretrained:
+        load_pretrained_vit(net, m.pretrained)
+    return net, model_cfg
+
+
+def initial_network(
+    cfg: TrainConfig, labels: LabelSpace, task: Task, device: torch.device
+) -> tuple[nn.Module, ModelConfig]:
+    """The network on ``device`` with the seed's initial weights (the same on every rank)."""
+    torch.manual_seed(cfg.seed)
+    net, model_cfg = build_network(cfg, len(labels.codes), task)
+    return net.to(device), model_cfg
+
+
+def training_loss(
+    cfg: TrainConfig,
+    train_targets: np.ndarray,
+    labels: LabelSpace,
+    task: Task,
+    device: torch.device,
+) -> MultiLoss:
+    """The phased multi-loss, with balanced class weights when the config asks for them."""
+    class_weights = None
+    if cfg.loss.class_weights == "balanced":
+        class_weights = balanced_class_weights(train_targets, len(labels.codes), task)
+    return MultiLoss(
+        task,
+        contrastive_margin=cfg.loss.contrastive_margin,
+        triplet_margin=cfg.loss.triplet_margin,
+        mining=cfg.loss.mining,
+        class_weights=class_weights,
+        temperature=cfg.loss.temperature,
+    ).to(device)
+
+
+def teacher_network(
+    cfg: TrainConfig, labels: LabelSpace, task: Task, device: torch.device
+) -> nn.Module | None:
+    """The checkpoint to distil from, in eval mode; None when no phase distils.
+
+    It must predict the dataset's classes for the dataset's task.
+    """
+    if not cfg.loss.teacher:
+        if any(p.distill > 0 for p in cfg.phases):
+            raise TrainingError("a phase weights distillation but no loss.teacher is given")
+        return None
+    teacher = load_checkpoint(cfg.loss.teacher, device)
+    if teacher.meta.labels.codes != labels.codes:
+        raise TrainingError(
+            f"the teacher {cfg.loss.teacher} predicts {list(teacher.meta.labels.codes)}, "
+            f"the dataset has {list(labels.codes)}"
+        )
+    if teacher.meta.model.task is not task:
+        raise TrainingError(
+            f"the teacher is {teacher.meta.model.task.value}, the dataset is {task.value}"
+        )
+    return teacher.model.eval()
+
+
+def phase_schedule(cfg: TrainConfig) -> PhaseSchedule:
+    """Loss weights and learning rate per epoch, from the config's phases."""
+    return PhaseSchedule([p.to_phase() for p in cfg.phases], base_lr=cfg.lr)
+
+
+def optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over every parameter of the network (the schedule sets its learning rate)."""
+    return make_adam(net.parameters(), cfg.lr)
+
+
+def batch_sampler(
+    cfg: TrainConfig, train_targets: np.ndarray, task: Task, env: DistEnv
+) -> ClassBalancedBatchSampler | ShuffledBatchSampler:
+    """This rank's batches of the training split: P classes × K samples, or a shuffle."""
+    lists = class_lists_from_targets(train_targets, task)
+    sampler_cls = ClassBalancedBatchSampler if cfg.sampler == "balanced" else ShuffledBatchSampler
+    return sampler_cls(
+        lists,
+        cfg.batch_size,
+        cfg.samples_per_class,
+        seed=cfg.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        batches_per_epoch=cfg.batches_per_epoch,
+    )
