@@ -21,22 +21,13 @@ from support.dicom import dicom_bytes
 
 # The published label sets, written out here so that the tests check the readers' order.
 ISIC_CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+# fmt: off
 NIH_FINDINGS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
     "Hernia",
 )
+# fmt: on
 # The header of the NIH ChestX-ray14 Data_Entry_2017.csv.
 NIH_HEADER = [
     "Image Index",

@@ -7,7 +7,9 @@ import csv
 import shutil
 from pathlib import Path
 
-HAM_CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+from support.archives import ISIC_CODES
+
+HAM_CODES = ISIC_CODES  # HAM10000 uses the ISIC 2018 Task 3 classes
 HAM_NAMES = {
     "MEL": "Melanoma",
     "NV": "Melanocytic nevus",
