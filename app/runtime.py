@@ -27,7 +27,6 @@ from app.settings import Settings
 from imaging.decode import DecodeLimits
 from indexer.search import CollectionIndex
 from indexer.store import CollectionInfo, MetadataStore
-from labels import Task
 from model.checkpoint import load_checkpoint
 from model.device import resolve_device
 
@@ -67,10 +66,6 @@ class CollectionRuntime:
     @property
     def size(self) -> int:
         return self.index.size
-
-    @property
-    def multi_label(self) -> bool:
-        return self.runner.task is Task.MULTI_LABEL
 
     def label_name(self, code: str) -> str:
         labels = self.runner.meta.labels

@@ -24,13 +24,14 @@ import torch
 
 from archives.content import load_pixels
 from archives.registry import read_archive
-from imaging.preprocessing import PreprocessConfig, fit_to_canvas, normalise
+from imaging.preprocessing import PreprocessConfig, fit_to_canvas
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.embedding import embed_samples
 from indexer.store import MetadataStore
 from labels import LabelSpace
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import ModelConfig
+from model.inference import infer
 from model.vit import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,9 +70,8 @@ def main() -> None:
     def bare() -> float:
         n_batches = max(1, len(samples) // args.batch)
         start = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range(n_batches):
-                model.forward_embedding(normalise(batch, pre))
+        for _ in range(n_batches):
+            infer(model, batch, pre, device)  # the forward the indexer runs, nothing else
         return n_batches * args.batch / (time.perf_counter() - start)
 
     def indexing() -> float:

@@ -12,7 +12,6 @@ bf16 peak (``--peak-tflops``; 989 for an H100/H200 SXM). FLOPs per image are cou
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import torch
 
 from labels import Task
 from model.config import ModelConfig
+from model.device import autocast
 from model.vit import build_model, token_counts
 from training.losses import LossWeights, MultiLoss
 from training.schedule import make_adam
@@ -56,11 +56,7 @@ def main() -> None:
     opt = make_adam(model.parameters(), 4e-4)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.arange(args.batch, device=device) % 7
-    cast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    cast = autocast(device, bf16=True)
 
     def step() -> None:
         with cast:

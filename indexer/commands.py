@@ -14,8 +14,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from archives.records import ArchiveError
 from commandline.errors import CommandError
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
+from indexer.group_keys import group_salt_from_environment
 from indexer.plan import ReindexMode
-from indexer.store import DEFAULT_GROUP_SALT, MetadataStore, StoreError
+from indexer.store import MetadataStore, StoreError
 from indexer.vectors.errors import VectorIndexError
 from model.checkpoint import CheckpointError
 
@@ -92,7 +93,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
             workers=args.workers,
             device=args.device,
             factory=args.index_factory,
-            group_salt=os.environ.get("MEDRET_GROUP_SALT", DEFAULT_GROUP_SALT),
+            group_salt=group_salt_from_environment(),
         ),
     )
     if args.jobs:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from typing import Final
 
 # The salt when a deployment sets none (``MEDRET_GROUP_SALT``, ``IndexerConfig.group_salt``).
 DEFAULT_GROUP_SALT: Final = "medret"
+
+
+def group_salt_from_environment() -> str:
+    """The salt the command-line tools use: ``MEDRET_GROUP_SALT``, else the default."""
+    return os.environ.get("MEDRET_GROUP_SALT", DEFAULT_GROUP_SALT)
 
 
 def hash_group_key(key: str, salt: str) -> str:

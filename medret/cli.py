@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from commandline.errors import EXIT_BAD_INPUT, CommandError
+from commandline.types import positive_int
 
 EXIT_NOT_BUILT = 3
 
@@ -88,7 +89,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``medret serve``; each overrides its MEDRET_* variable when given."""
-    from commandline.types import positive_int
 
     p.add_argument("--host", help="listen address (env MEDRET_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=positive_int, help="listen port (env MEDRET_PORT; default 8000)")
@@ -125,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(handler=not_built(name, tracked_in))
 
-    from commandline.types import positive_int
     from indexer.arguments import add_migrate_arguments
     from training.arguments import (
         add_ablate_arguments,

@@ -31,7 +31,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commandline.errors import CommandError
+from commandline.types import positive_int
 from files.atomic import atomic_write_text
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ DECODE_IMAGES_PER_S_PER_CORE = 150.0
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    from commandline.types import positive_int
     from indexer.arguments import add_location_arguments
 
     add_location_arguments(p)
@@ -285,7 +284,8 @@ def prepare_index(
 ) -> None:
     """Step 3: the collection's active version, built with ``checkpoint`` (reused if so)."""
     from indexer.builder import IndexBuilder, IndexerConfig
-    from indexer.store import DEFAULT_GROUP_SALT, StoreError
+    from indexer.group_keys import group_salt_from_environment
+    from indexer.store import StoreError
     from model.checkpoint import file_sha256, read_checkpoint_meta
 
     name = args.collection
@@ -322,7 +322,7 @@ def prepare_index(
         IndexerConfig(
             data_dir=args.data_dir,
             device=args.device,
-            group_salt=os.environ.get("MEDRET_GROUP_SALT", DEFAULT_GROUP_SALT),
+            group_salt=group_salt_from_environment(),
         ),
     )
     result = builder.build(name, checkpoint, data.path, layout=data.layout, mode="full")

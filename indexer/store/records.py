@@ -22,10 +22,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from labels import Task
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-TASKS: Final = ("single_label", "multi_label")
+TASKS: Final = tuple(task.value for task in Task)  # the collections.task column
 # How checkpoint and content hashes are held: SHA-256 in lowercase hex.
 SHA256_HEX: Final = re.compile(r"^[0-9a-f]{64}$")
 

@@ -20,3 +20,14 @@ def test_hash_group_key_is_stable_salted_and_never_the_key() -> None:
     assert digest != hashlib.sha256(key.encode()).hexdigest()
     with pytest.raises(ValueError, match="salt"):
         hash_group_key(key, "")
+
+
+def test_the_commands_read_the_salt_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from indexer.group_keys import DEFAULT_GROUP_SALT, group_salt_from_environment
+
+    monkeypatch.delenv("MEDRET_GROUP_SALT", raising=False)
+    assert group_salt_from_environment() == DEFAULT_GROUP_SALT
+    monkeypatch.setenv("MEDRET_GROUP_SALT", "a-deployment-secret")
+    assert group_salt_from_environment() == "a-deployment-secret"
