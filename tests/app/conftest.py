@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from support.checkpoints import make_checkpoint
 from support.real_data import HAM_CODES, HAM_NAMES, ham_subset
-from support.server import LiveServer, start_server, stop_server
+from support.server import LiveServer, start_server
 from support.service import ServiceEnv, build_collection
 
 
@@ -55,11 +55,8 @@ def live_server(
     service_env: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One real ``medret serve`` process (uvicorn, loopback) for the whole session."""
-    server = start_server(service_env, tmp_path_factory.mktemp("live") / "server.log")
-    try:
+    with start_server(service_env, tmp_path_factory.mktemp("live") / "server.log") as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 # --------------------------------------------------------------------------- per module
@@ -76,11 +73,8 @@ def robust_server(
     service_env: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """A live server of the module's own, so its log holds only this module's requests."""
-    server = start_server(service_env, tmp_path_factory.mktemp("robust") / "server.log")
-    try:
+    with start_server(service_env, tmp_path_factory.mktemp("robust") / "server.log") as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +97,5 @@ def small_limit_server(
 ) -> Iterator[LiveServer]:
     """A live server that accepts uploads of at most 1 MiB."""
     log_path = tmp_path_factory.mktemp("limit") / "server.log"
-    server = start_server(service_env, log_path, MEDRET_MAX_UPLOAD_MB="1")
-    try:
+    with start_server(service_env, log_path, MEDRET_MAX_UPLOAD_MB="1") as server:
         yield server
-    finally:
-        stop_server(server)

@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from support.checkpoints import make_checkpoint
 from support.real_data import HAM_CODES, chest_subset, ham_subset
-from support.service import ADMIN_TOKEN, ServiceEnv, build_collection
+from support.service import ADMIN_AUTH, ServiceEnv, build_collection
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JOB_TIMEOUT_S = 180
 
 
@@ -44,7 +43,7 @@ def admin_client(small_env: ServiceEnv) -> Iterator[TestClient]:
 def wait_for_job(client: TestClient, job_id: str) -> dict:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers=AUTH).json()
+        job = client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH).json()
         if job["state"] in ("succeeded", "failed"):
             return job
         time.sleep(0.2)
@@ -90,7 +89,7 @@ def test_reindex_swaps_versions_without_failing_a_query(
         started = admin_client.post(
             "/admin/reindex",
             json={"collection": "derm", "source": str(small_env.archive), "mode": "full"},
-            headers=AUTH,
+            headers=ADMIN_AUTH,
         )
         assert started.status_code == 202, started.text
         job = started.json()
@@ -120,7 +119,7 @@ def test_failed_build_keeps_the_old_version(
     started = admin_client.post(
         "/admin/reindex",
         json={"collection": "derm", "source": str(empty), "layout": "image_folder"},
-        headers=AUTH,
+        headers=ADMIN_AUTH,
     )
     assert started.status_code == 202, started.text
     job = wait_for_job(admin_client, started.json()["job_id"])
@@ -138,7 +137,7 @@ def test_killed_build_is_failed_and_the_old_version_serves(
     started = admin_client.post(
         "/admin/reindex",
         json={"collection": "derm", "source": str(small_env.archive)},
-        headers=AUTH,
+        headers=ADMIN_AUTH,
     )
     job_id = started.json()["job_id"]
     launcher = admin_client.app.state.services.launcher  # type: ignore[attr-defined]
@@ -151,7 +150,7 @@ def test_killed_build_is_failed_and_the_old_version_serves(
     again = admin_client.post(
         "/admin/reindex",
         json={"collection": "derm", "source": str(small_env.archive)},
-        headers=AUTH,
+        headers=ADMIN_AUTH,
     )
     assert again.status_code == 202
     assert wait_for_job(admin_client, again.json()["job_id"])["state"] == "succeeded"
@@ -159,9 +158,9 @@ def test_killed_build_is_failed_and_the_old_version_serves(
 
 def test_one_job_per_collection(admin_client: TestClient, small_env: ServiceEnv) -> None:
     body = {"collection": "derm", "source": str(small_env.archive), "mode": "add"}
-    first = admin_client.post("/admin/reindex", json=body, headers=AUTH)
+    first = admin_client.post("/admin/reindex", json=body, headers=ADMIN_AUTH)
     assert first.status_code == 202
-    second = admin_client.post("/admin/reindex", json=body, headers=AUTH)
+    second = admin_client.post("/admin/reindex", json=body, headers=ADMIN_AUTH)
     assert second.status_code == 409
     assert first.json()["job_id"] in second.json()["detail"]
     job = wait_for_job(admin_client, first.json()["job_id"])
@@ -172,7 +171,7 @@ def test_one_job_per_collection(admin_client: TestClient, small_env: ServiceEnv)
 def test_delete_case_removes_it_everywhere(admin_client: TestClient, small_env: ServiceEnv) -> None:
     image = sorted((small_env.archive / "images").iterdir())[0].read_bytes()
     case_id = post_query(admin_client, image, top_k=1).json()["cases"][0]["case_id"]
-    removal = admin_client.delete(f"/admin/cases/{case_id}", headers=AUTH)
+    removal = admin_client.delete(f"/admin/cases/{case_id}", headers=ADMIN_AUTH)
     assert removal.status_code == 202, removal.text
     assert wait_for_job(admin_client, removal.json()["job_id"])["state"] == "succeeded"
     wait_for_version(admin_client, "derm", 2)
@@ -180,7 +179,7 @@ def test_delete_case_removes_it_everywhere(admin_client: TestClient, small_env: 
     answer = post_query(admin_client, image, top_k=28).json()
     assert case_id not in [c["case_id"] for c in answer["cases"]]
     assert answer["index"]["size"] == 27
-    assert admin_client.delete(f"/admin/cases/{case_id}", headers=AUTH).status_code == 404
+    assert admin_client.delete(f"/admin/cases/{case_id}", headers=ADMIN_AUTH).status_code == 404
 
 
 def test_second_collection_multi_label(
@@ -195,7 +194,7 @@ def test_second_collection_multi_label(
     started = admin_client.post(
         "/admin/reindex",
         json={"collection": "cxr", "source": str(chest), "checkpoint": str(checkpoint)},
-        headers=AUTH,
+        headers=ADMIN_AUTH,
     )
     assert started.status_code == 202, started.text
     assert wait_for_job(admin_client, started.json()["job_id"])["state"] == "succeeded"
@@ -233,7 +232,7 @@ def test_reindex_sources_are_confined(
     response = admin_client.post(
         "/admin/reindex",
         json={"collection": "derm", "source": source.format(root=small_env.archive_root)},
-        headers=AUTH,
+        headers=ADMIN_AUTH,
     )
     assert response.status_code == status, response.text
     assert response.json()["detail"]
@@ -253,6 +252,6 @@ def test_unresolvable_sources_and_odd_names_are_400(
         {"collection": "derm", "source": too_long},
         {"collection": "derm\n", "source": str(small_env.archive)},
     ):
-        response = admin_client.post("/admin/reindex", json=body, headers=AUTH)
+        response = admin_client.post("/admin/reindex", json=body, headers=ADMIN_AUTH)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["detail"]

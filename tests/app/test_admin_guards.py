@@ -6,13 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services import Services
 from support.http import assert_json_answer
-from support.service import ADMIN_TOKEN, ServiceEnv
+from support.service import ADMIN_AUTH, ADMIN_TOKEN, ServiceEnv
 
 
 def services_of(client: TestClient) -> Services:
@@ -21,20 +22,26 @@ def services_of(client: TestClient) -> Services:
     return services
 
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+def every_admin_route(
+    client: TestClient, env: ServiceEnv, headers: dict[str, Any]
+) -> list[httpx.Response]:
+    """One request to each admin route (reindex, a job, a case removal) with ``headers``."""
+    return [
+        client.post(
+            "/admin/reindex",
+            json={"collection": "derm", "source": str(env.archive)},
+            headers=headers,
+        ),
+        client.get(f"/admin/jobs/{uuid.uuid4()}", headers=headers),
+        client.delete("/admin/cases/1", headers=headers),
+    ]
 
 
 def test_admin_is_disabled_without_a_token(service_env: ServiceEnv) -> None:
     with TestClient(create_app(service_env.settings(admin_token=None))) as client:
         jobs_before = services_of(client).store.list_jobs()
         calls = [
-            client.post(
-                "/admin/reindex",
-                json={"collection": "derm", "source": str(service_env.archive)},
-                headers=AUTH,
-            ),
-            client.get(f"/admin/jobs/{uuid.uuid4()}", headers=AUTH),
-            client.delete("/admin/cases/1", headers=AUTH),
+            *every_admin_route(client, service_env, ADMIN_AUTH),
             client.delete("/admin/cases/1"),
         ]
         for response in calls:
@@ -63,16 +70,7 @@ def test_admin_wrong_token_is_401(
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     jobs_before = services_of(asgi_client).store.list_jobs()
-    calls = [
-        asgi_client.post(
-            "/admin/reindex",
-            json={"collection": "derm", "source": str(service_env.archive)},
-            headers=headers,
-        ),
-        asgi_client.get(f"/admin/jobs/{uuid.uuid4()}", headers=headers),
-        asgi_client.delete("/admin/cases/1", headers=headers),
-    ]
-    for response in calls:
+    for response in every_admin_route(asgi_client, service_env, headers):
         assert_json_answer(response, {401})
         assert response.headers["www-authenticate"] == "Bearer"
     assert services_of(asgi_client).store.list_jobs() == jobs_before
@@ -113,14 +111,14 @@ def test_reindex_refuses_bad_sources_and_starts_nothing(
     jobs_before = services.store.list_jobs()
     for name, fields, expected in _reindex_bodies(service_env):
         payload = {"collection": "derm", **fields}
-        response = asgi_client.post("/admin/reindex", json=payload, headers=AUTH)
+        response = asgi_client.post("/admin/reindex", json=payload, headers=ADMIN_AUTH)
         assert response.status_code in expected, (name, response.status_code, response.text)
         assert_json_answer(response, expected)
     for raw in (b"not json", b"{", b"[]", b"null", b'{"collection": 1}'):
         response = asgi_client.post(
             "/admin/reindex",
             content=raw,
-            headers={**AUTH, "Content-Type": "application/json"},
+            headers={**ADMIN_AUTH, "Content-Type": "application/json"},
         )
         assert_json_answer(response, {400})
     assert services.store.list_jobs() == jobs_before
@@ -129,10 +127,12 @@ def test_reindex_refuses_bad_sources_and_starts_nothing(
 
 def test_admin_job_ids_are_validated(asgi_client: TestClient) -> None:
     for job_id in ("1", "..%2f..%2fetc%2fpasswd", "abc", "%00"):
-        assert_json_answer(asgi_client.get(f"/admin/jobs/{job_id}", headers=AUTH), {400, 404})
-    body = assert_json_answer(asgi_client.get(f"/admin/jobs/{uuid.uuid4()}", headers=AUTH), {404})
+        assert_json_answer(asgi_client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH), {400, 404})
+    body = assert_json_answer(
+        asgi_client.get(f"/admin/jobs/{uuid.uuid4()}", headers=ADMIN_AUTH), {404}
+    )
     assert "no job" in body["detail"]
     for case_id in ("-1", "0", "abc", str(2**70)):
-        assert_json_answer(asgi_client.delete(f"/admin/cases/{case_id}", headers=AUTH), {400})
-    assert_json_answer(asgi_client.delete("/admin/cases/99999999", headers=AUTH), {404})
+        assert_json_answer(asgi_client.delete(f"/admin/cases/{case_id}", headers=ADMIN_AUTH), {400})
+    assert_json_answer(asgi_client.delete("/admin/cases/99999999", headers=ADMIN_AUTH), {404})
     assert services_of(asgi_client).launcher._children == {}

@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 
 from support.dicom import to_bytes
 from support.http import assert_json_answer
-from support.server import LiveServer, log_problems, start_server, stop_server
+from support.server import LiveServer, log_problems, start_server
 from support.service import ServiceEnv
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -148,18 +148,17 @@ def test_identifiers_in_malformed_uids_never_reach_answers(api: httpx.Client, in
 def test_identifiers_in_malformed_uids_never_reach_the_log(
     service_env: ServiceEnv, tmp_path: Path
 ) -> None:
-    server = start_server(service_env, tmp_path / "server.log")
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for request_id, data, expected in malformed_uid_uploads():
-                response = client.post(
-                    "/query",
-                    files={"file": ("scan.dcm", data)},
-                    headers={"X-Request-ID": request_id},
-                )
-                assert response.status_code in expected, response.text
-    finally:
-        stop_server(server)
+    with (
+        start_server(service_env, tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for request_id, data, expected in malformed_uid_uploads():
+            response = client.post(
+                "/query",
+                files={"file": ("scan.dcm", data)},
+                headers={"X-Request-ID": request_id},
+            )
+            assert response.status_code in expected, response.text
     log = server.log()
     leaked = [line for line in log.splitlines() if any(s in line for s in PHI_STRINGS)]
     assert leaked == [], "\n".join(leaked)

@@ -27,10 +27,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from app.main import create_app
 from app.services import Services
 from app.settings import load_settings
-from support.service import ADMIN_TOKEN, ServiceEnv
+from support.service import ADMIN_AUTH, ADMIN_TOKEN, ServiceEnv
 
 BASE_URL = f"http://{asgi.HOST}"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MAX_EXAMPLES = 40
 
 
@@ -96,7 +95,7 @@ def test_fuzz_never_gives_a_server_error(
     case.call_and_validate(
         base_url=BASE_URL,
         session=client,
-        headers=AUTH,
+        headers=ADMIN_AUTH,
         checks=[not_a_server_error, error_is_json_with_a_detail],
     )
 
@@ -113,6 +112,6 @@ def test_fuzz_answers_conform_to_the_schema(
     case.call_and_validate(
         base_url=BASE_URL,
         session=client,
-        headers=AUTH,
+        headers=ADMIN_AUTH,
         excluded_checks=[positive_data_acceptance],
     )

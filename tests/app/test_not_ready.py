@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from support.http import assert_json_answer
-from support.server import log_problems, start_bare_server, stop_server
+from support.server import log_problems, start_bare_server
 from support.service import ServiceEnv
 
 
@@ -21,13 +21,10 @@ def test_empty_database_is_503_in_process(tmp_path: Path, ham_image: bytes) -> N
 
 
 def test_empty_database_is_503_over_http(tmp_path: Path, ham_image: bytes) -> None:
-    server = start_bare_server(tmp_path / "data", tmp_path / "server.log")
-    try:
+    with start_bare_server(tmp_path / "data", tmp_path / "server.log") as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             check_not_ready(client, ham_image)
         assert server.process.poll() is None
-    finally:
-        stop_server(server)
     assert log_problems(server.log()) == []
 
 

@@ -38,6 +38,12 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        stop_server(self)  # also when the test body fails
+
 
 def free_port() -> int:
     with socket.socket() as sock:

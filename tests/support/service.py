@@ -11,6 +11,7 @@ from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.store import MetadataStore
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # headers of an admin request
 
 
 def build_collection(
