@@ -31,6 +31,7 @@ DECODE_STATUS = {
     DecodeErrorKind.UNSUPPORTED: 415,
     DecodeErrorKind.CORRUPT: 422,
     DecodeErrorKind.TOO_LARGE: 413,
+    DecodeErrorKind.BUSY: 503,
 }
 
 

@@ -6,7 +6,8 @@ GIF or a DICOM transfer syntax without a decoder), ``CORRUPT`` (claims to be a s
 format but does not decode: truncated, bad checksum, a DICOM without pixel data, a
 declared size that the data cannot hold), ``TOO_LARGE`` (over
 :class:`imaging.limits.DecodeLimits`, over Pillow's decompression-bomb limit, or out of
-memory). A library's message is only passed on through :func:`safe_error_text`, because
+memory), ``BUSY`` (other decodes held the shared budget for longer than the wait allows).
+A library's message is only passed on through :func:`safe_error_text`, because
 it may quote any bytes of the file, identifiers included.
 """
 
@@ -22,7 +23,8 @@ class DecodeErrorKind(enum.StrEnum):
     NOT_AN_IMAGE = "not_an_image"  # matches no image/DICOM format we know (415)
     UNSUPPORTED = "unsupported"  # a format or DICOM variant we know but do not decode (415)
     CORRUPT = "corrupt"  # claims to be a supported format but cannot be decoded (422)
-    TOO_LARGE = "too_large"  # over max_bytes or max_pixels, or out of memory (413)
+    TOO_LARGE = "too_large"  # over a limit of imaging.limits.DecodeLimits, or out of memory (413)
+    BUSY = "busy"  # the decode budget stayed taken by other decodes for too long (503)
 
 
 class ImageDecodeError(ValueError):

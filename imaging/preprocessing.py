@@ -78,14 +78,20 @@ def as_size(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1) or (H, W, 3) uint8 → (H, W, 3) uint8."""
+def checked_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) uint8 → (H, W, 1|3) uint8; ValueError otherwise."""
     if pixels.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {pixels.dtype}")
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
         raise ValueError(f"expected (H, W, 1|3) pixels, got shape {pixels.shape}")
+    return pixels
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) uint8 → (H, W, 3) uint8."""
+    pixels = checked_pixels(pixels)
     if pixels.shape[2] == 1:
         pixels = np.repeat(pixels, 3, axis=2)
     return pixels
@@ -100,23 +106,36 @@ def letterbox_geometry(height: int, width: int, size: tuple[int, int]) -> tuple[
 
 
 def fit_to_canvas(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, C) uint8 → letterboxed (3, size_h, size_w) uint8 tensor (see module doc)."""
-    rgb = torch.from_numpy(np.require(to_rgb(pixels), requirements=["C", "W"]))  # (H, W, 3)
-    rgb = rgb.permute(2, 0, 1)  # (3, H, W)
-    height, width = rgb.shape[1], rgb.shape[2]
+    """(H, W, C) uint8 → letterboxed (3, size_h, size_w) uint8 tensor (see module doc).
+
+    Each channel is resized on its own (grey once, then repeated), so at most one channel
+    of the full-size image is ever float: 4 bytes a pixel, not 12. The interpolation of a
+    channel does not depend on the others, so the result is the same as resizing all three
+    at once.
+    """
+    pixels = checked_pixels(pixels)
+    height, width = pixels.shape[0], pixels.shape[1]
     new_h, new_w, top, left = letterbox_geometry(height, width, size)
-    if (new_h, new_w) != (height, width):
-        resized = F.interpolate(
-            rgb.unsqueeze(0).float(),
-            size=(new_h, new_w),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )[0]
-        rgb = resized.round_().clamp_(0, 255).to(torch.uint8)
+    channels = [_resized_channel(pixels[:, :, c], new_h, new_w) for c in range(pixels.shape[2])]
     canvas = torch.zeros((3, size[0], size[1]), dtype=torch.uint8)
-    canvas[:, top : top + new_h, left : left + new_w] = rgb
+    for c in range(3):
+        canvas[c, top : top + new_h, left : left + new_w] = channels[c % len(channels)]
     return canvas
+
+
+def _resized_channel(channel: np.ndarray, new_h: int, new_w: int) -> torch.Tensor:
+    """One (H, W) uint8 channel → (new_h, new_w) uint8, bilinear and antialiased."""
+    plane = torch.from_numpy(np.require(channel, requirements=["C", "W"]))
+    if tuple(plane.shape) == (new_h, new_w):
+        return plane
+    resized = F.interpolate(
+        plane[None, None].float(),
+        size=(new_h, new_w),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )[0, 0]
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def normalise(images: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:

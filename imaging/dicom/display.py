@@ -16,7 +16,7 @@ from imaging.dicom.attributes import int_attribute
 from imaging.dicom.grey import grey_to_uint8
 from imaging.errors import DecodeErrorKind, ImageDecodeError, corrupt
 from imaging.pixels import as_hwc
-from imaging.windowing import linear_window_to_uint8
+from imaging.windowing import linear_window_block, map_row_blocks
 
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _DECODED_AS_RGB = ("RGB", "YBR_ICT", "YBR_RCT")  # the JPEG 2000 decoder undoes ICT/RCT
@@ -40,7 +40,7 @@ def display_pixels(
     if photometric in _DECODED_AS_RGB:
         return as_hwc(colour_to_uint8(frame, dataset))
     if photometric in _YBR_FULL:
-        return as_hwc(convert_color_space(colour_to_uint8(frame, dataset), photometric, "RGB"))
+        return as_hwc(ybr_to_rgb(colour_to_uint8(frame, dataset), photometric))
     raise ImageDecodeError(
         f"unsupported photometric interpretation {photometric!r}", DecodeErrorKind.UNSUPPORTED
     )
@@ -58,13 +58,27 @@ def palette_to_rgb(frame: np.ndarray, dataset: Dataset) -> np.ndarray:
 
 
 def colour_to_uint8(frame: np.ndarray, dataset: Dataset) -> np.ndarray:
-    """Colour samples → uint8, scaling more than 8 bits by Bits Stored."""
+    """Colour samples → uint8, scaling more than 8 bits by Bits Stored.
+
+    Signed samples are offset by half the range; data that Bits Stored understates is
+    scaled by the dtype's bits. The maximum is taken on the integers, and the scaling runs
+    block by block, so the frame is never widened whole to float.
+    """
     if frame.dtype == np.uint8:
         return frame
-    values = frame.astype(np.float64)
     bits = int_attribute(dataset, "BitsStored") or frame.dtype.itemsize * 8
-    if np.issubdtype(frame.dtype, np.signedinteger):
-        values += 2.0 ** (bits - 1)
-    if values.size and values.max() >= 2.0**bits:  # Bits Stored understates the data
+    signed = np.issubdtype(frame.dtype, np.signedinteger)
+    offset = 2.0 ** (bits - 1) if signed else 0.0
+    if frame.size and float(frame.max()) + offset >= 2.0**bits:  # Bits Stored understates
         bits = frame.dtype.itemsize * 8
-    return linear_window_to_uint8(values, 0.0, 2.0**bits - 1)
+    low = -offset  # a signed value v is shown as v + offset on 0 .. 2**bits - 1
+    return map_row_blocks(frame, lambda block: _scaled_block(block, low, 2.0**bits - 1 + low))
+
+
+def _scaled_block(block: np.ndarray, low: float, high: float) -> np.ndarray:
+    return linear_window_block(block.astype(np.float64), low, high)
+
+
+def ybr_to_rgb(pixels: np.ndarray, photometric: str) -> np.ndarray:
+    """uint8 YBR_FULL / YBR_FULL_422 → RGB (pydicom's conversion), block by block."""
+    return map_row_blocks(pixels, lambda block: convert_color_space(block, photometric, "RGB"))

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -25,7 +26,13 @@ from pydicom.pixels.processing import apply_modality_lut
 
 from imaging.dicom.attributes import first_number, int_attribute
 from imaging.errors import corrupt
-from imaging.windowing import linear_window_to_uint8, robust_window_to_uint8
+from imaging.windowing import (
+    BLOCK_ELEMENTS,
+    linear_window_block,
+    map_row_blocks,
+    percentile_sample,
+    robust_bounds_of_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +59,89 @@ _FUNCTIONAL_GROUP_TRANSFORMS = ("PixelValueTransformationSequence", "FrameVOILUT
 def grey_to_uint8(
     frame: np.ndarray, dataset: Dataset, frame_index: int, photometric: str
 ) -> np.ndarray:
-    """Modality LUT → VOI (LUT, window, stored range or percentiles) → MONOCHROME1 inversion."""
+    """Modality LUT → VOI (LUT, window, stored range or percentiles) → MONOCHROME1 inversion.
+
+    Every per-pixel step runs block by block (:func:`imaging.windowing.map_row_blocks`), so
+    the modality values of the whole frame are never held at once; the statistics a step
+    needs (the robust window, the VOI LUT's signedness) are taken first, over the frame.
+    """
     transforms = frame_transforms(dataset, frame_index)
-    values = apply_modality_lut(frame, transforms)
-    shown = _apply_voi(values, frame, transforms)
-    return 255 - shown if photometric == "MONOCHROME1" else shown
+    shade = _voi_step(frame, transforms)
+    shown = map_row_blocks(frame, lambda block: shade(modality_values(block, transforms)))
+    if photometric == "MONOCHROME1":
+        np.subtract(255, shown, out=shown)
+    return shown
 
 
-def _apply_voi(values: np.ndarray, frame: np.ndarray, transforms: Dataset) -> np.ndarray:
+def modality_values(frame: np.ndarray, transforms: Dataset) -> np.ndarray:
+    """The Modality LUT (PS3.3 C.11.1) of `frame` (or of a block of it).
+
+    A Modality LUT Sequence maps through the LUT (pydicom). Rescale Slope/Intercept
+    (absent: 1 and 0) leave the frame as it is when they change nothing, and stay in
+    integers when both are integers and every result fits in int32 (a CT's HU); only a
+    fractional slope or intercept widens to float64, as pydicom does.
+    """
+    if transforms.get("ModalityLUTSequence"):
+        return apply_modality_lut(frame, transforms)
+    slope = first_number(transforms.get("RescaleSlope"))
+    intercept = first_number(transforms.get("RescaleIntercept"))
+    if "RescaleSlope" not in transforms or "RescaleIntercept" not in transforms:
+        return frame  # pydicom rescales only when both are present
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if slope == 1.0 and intercept == 0.0:
+        return frame
+    if _integer_rescale_fits(frame, slope, intercept):
+        values = frame.astype(np.int32)
+        if slope != 1.0:
+            values *= int(slope)
+        values += int(intercept)
+        return values
+    return apply_modality_lut(frame, transforms)
+
+
+def _integer_rescale_fits(frame: np.ndarray, slope: float, intercept: float) -> bool:
+    if not (slope.is_integer() and intercept.is_integer()):
+        return False
+    if not np.issubdtype(frame.dtype, np.integer) or frame.dtype.itemsize > 2:
+        return False
+    info = np.iinfo(frame.dtype)
+    ends = (info.min * slope + intercept, info.max * slope + intercept)
+    limit = np.iinfo(np.int32)
+    return all(limit.min <= end <= limit.max for end in ends)
+
+
+def _voi_step(frame: np.ndarray, transforms: Dataset) -> Callable[[np.ndarray], np.ndarray]:
+    """The VOI stage as a function of modality values (a block of them) → uint8."""
     lut_item = _voi_lut_item(transforms)
     if lut_item is not None:
-        return apply_voi_lut_item(values, lut_item, transforms)
+        signed_input = transforms.get("PixelRepresentation") == 1 or _has_negative_values(
+            frame, transforms
+        )
+        lut = voi_lut(lut_item, transforms, signed_input)
+        return lut.apply
     window = first_window(transforms)
     if window is not None:
-        return apply_window(values, *window)
+        return lambda values: apply_window(values, *window)
     if _is_plain_low_depth(frame, transforms):
         bits = int_attribute(transforms, "BitsStored") or 8
-        return linear_window_to_uint8(frame, 0.0, 2.0**bits - 1)
-    return robust_window_to_uint8(values)
+        top = 2.0**bits - 1
+        return lambda values: linear_window_block(values, 0.0, top)
+    sample = modality_values(percentile_sample(frame), transforms)
+    low, high = robust_bounds_of_sample(sample)
+    if not high > low:
+        return lambda values: np.zeros(values.shape, dtype=np.uint8)
+    return lambda values: linear_window_block(values, low, high)
+
+
+def _has_negative_values(frame: np.ndarray, transforms: Dataset) -> bool:
+    """Whether some modality value of `frame` is below 0 (NaN ignored), block by block."""
+    rows_per_block = max(1, BLOCK_ELEMENTS // max(1, frame[:1].size))
+    for start in range(0, frame.shape[0], rows_per_block):
+        block = modality_values(frame[start : start + rows_per_block], transforms)
+        if block.size and float(np.nanmin(block)) < 0:
+            return True
+    return False
 
 
 def frame_transforms(dataset: Dataset, frame_index: int) -> Dataset:
@@ -117,32 +189,39 @@ def _voi_lut_item(transforms: Dataset) -> Dataset | None:
     return item
 
 
-def apply_voi_lut_item(values: np.ndarray, item: Dataset, transforms: Dataset) -> np.ndarray:
-    """Map `values` through a VOI LUT, then stretch the LUT's output range to 0..255.
+@dataclass(frozen=True)
+class VoiLut:
+    """A VOI LUT ready to apply: its entries, the first mapped value, its output range."""
 
-    Done here rather than with ``pydicom.pixels.apply_voi``, whose index array takes the
-    LUT's dtype and so wraps for 8-bit LUTs with more than 256 entries.
-    """
-    entry_count, first_mapped = _lut_geometry(item, values, transforms)
-    lut = lut_entries(item, transforms)[:entry_count]
-    indices = np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64))) - first_mapped
-    indices = np.clip(indices, 0, lut.size - 1).astype(np.intp)
-    low, high = float(lut.min()), float(lut.max())
-    if not high > low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return linear_window_to_uint8(lut[indices], low, high)
+    entries: np.ndarray  # float64
+    first_mapped: int
+    low: float
+    high: float
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Map `values` through the LUT, then stretch the LUT's output range to 0..255.
+
+        Done here rather than with ``pydicom.pixels.apply_voi``, whose index array takes
+        the LUT's dtype and so wraps for 8-bit LUTs with more than 256 entries.
+        """
+        if not self.high > self.low:
+            return np.zeros(values.shape, dtype=np.uint8)
+        indices = np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64)))
+        indices -= self.first_mapped
+        np.clip(indices, 0, self.entries.size - 1, out=indices)
+        return linear_window_block(self.entries[indices.astype(np.intp)], self.low, self.high)
 
 
-def _lut_geometry(item: Dataset, values: np.ndarray, transforms: Dataset) -> tuple[int, int]:
+def voi_lut(item: Dataset, transforms: Dataset, signed_input: bool) -> VoiLut:
+    """The VOI LUT of a VOI LUT Sequence item; `signed_input`: the values it maps may be
+    negative (a first mapped value over 32767 is then an SS value read as US)."""
     descriptor = [int(v) for v in item.LUTDescriptor]
     entry_count = descriptor[0] or 2**16
     first_mapped = descriptor[1]
-    signed_input = transforms.get("PixelRepresentation") == 1 or bool(
-        values.size and float(np.nanmin(values)) < 0
-    )
     if first_mapped > 2**15 - 1 and signed_input:
-        first_mapped -= 2**16  # an SS value read as US
-    return entry_count, first_mapped
+        first_mapped -= 2**16
+    entries = lut_entries(item, transforms)[:entry_count]
+    return VoiLut(entries, first_mapped, float(entries.min()), float(entries.max()))
 
 
 def lut_entries(item: Dataset, transforms: Dataset) -> np.ndarray:

@@ -5,6 +5,7 @@ before decoding (pixel data present, sizes within the limits) and deflated data 
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pydicom import config as pydicom_config
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from imaging.decode import DecodeErrorKind, DecodeLimits, decode_image, sniff_format
-from imaging.dicom.deflate import inflated_size_limit
+from imaging.dicom.deflate import HEADER_MAX_BYTES, SLACK_BYTES
 from imaging.dicom.reading import configure_pydicom, read_dataset
 from support.decoding import decode_dataset, decode_error
 from support.dicom import (
@@ -28,6 +29,7 @@ from support.dicom import (
     grey16,
     make_dataset,
     ramp,
+    raw_deflate,
     split_part10,
     to_bytes,
 )
@@ -127,7 +129,11 @@ def test_declared_size_over_the_limit_is_too_large_and_not_allocated() -> None:
     error = decode_error(data)
     assert error.kind is DecodeErrorKind.TOO_LARGE
     assert "60000 x 60000 = 3600000000 pixels, over the limit of 100000000" in str(error)
-    raised = DecodeLimits(max_pixels=60000 * 60000)
+    more_pixels = DecodeLimits(max_pixels=60000 * 60000)
+    error = decode_error(data, more_pixels)
+    assert error.kind is DecodeErrorKind.TOO_LARGE
+    assert "60000 x 60000 pixels x 1 sample(s) x 16 bits = 6866 MiB, over the limit" in str(error)
+    raised = DecodeLimits(max_pixels=60000 * 60000, max_decoded_bytes=2**40)
     error = decode_error(data, raised)
     assert error.kind is DecodeErrorKind.CORRUPT
     assert "7200000000 bytes, but holds only 8 bytes" in str(error)
@@ -156,15 +162,14 @@ def _inflated_size(data: bytes) -> int:
     return size
 
 
-def test_deflate_bomb_is_too_large_before_it_is_inflated() -> None:
-    bomb = deflate_bomb(300)
+def test_deflate_bomb_is_too_large_once_past_what_its_header_needs() -> None:
+    bomb = deflate_bomb(300)  # a 2048 x 2048 8-bit header over 300 MiB of pixel data
     assert len(bomb) < 2**20
     assert _inflated_size(bomb) > 300 * 2**20  # what pydicom alone would have allocated
     limits = DecodeLimits(max_bytes=32 * 2**20, max_pixels=2048 * 2048)
-    limit = inflated_size_limit(limits)
-    assert limit == 48 * 2**20  # one frame at the pixel limit, 8 bytes a pixel, + 16 MiB
-    small = decode_image(deflate_bomb(5), limits)  # the same file, inflating to 5 MiB, is fine
+    small = decode_image(deflate_bomb(5), limits)  # 4 MiB of pixels and 1 MiB more is fine
     assert small.pixels.shape == (2048, 2048, 1)
+    needed = 2048 * 2048  # what the header says the one 8-bit frame needs
     tracemalloc.start()
     try:
         started = time.perf_counter()
@@ -174,17 +179,23 @@ def test_deflate_bomb_is_too_large_before_it_is_inflated() -> None:
     finally:
         tracemalloc.stop()
     assert error.kind is DecodeErrorKind.TOO_LARGE
-    assert str(error).startswith(f"deflated DICOM inflates past {limit} bytes (48.0 MiB)")
+    assert "more than its header says the image needs" in str(error)
     assert elapsed < 2.0
-    assert peak < limit + 16 * 2**20  # never much more than the limit, far below 300 MiB
+    assert peak < needed + 2 * SLACK_BYTES + 8 * 2**20  # far below 300 MiB
 
 
-def test_deflate_limit_with_default_limits_refuses_a_gigabyte() -> None:
-    limit = inflated_size_limit(DecodeLimits())
-    assert limit == 100_000_000 * 8 + 16 * 2**20  # 779 MiB
-    assert DecodeLimits().max_bytes < limit < 2**30
-    small_pixels = DecodeLimits(max_bytes=512 * 2**20, max_pixels=1000)
-    assert inflated_size_limit(small_pixels) == 512 * 2**20  # never below max_bytes
+def test_deflated_header_is_refused_past_its_own_cap() -> None:
+    ds = make_dataset(np.zeros((1, 1), np.uint8))
+    del ds.PixelData
+    header = split_part10(to_bytes(ds))[1]
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta = split_part10(to_bytes(ds))[0]
+    # a private OB element of 40 MiB of zeros before any pixel data
+    private = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, 40 * 2**20)
+    body = raw_deflate(header + private + bytes(40 * 2**20))
+    error = decode_error(meta + body)
+    assert error.kind is DecodeErrorKind.TOO_LARGE
+    assert f"before the pixel data are over {HEADER_MAX_BYTES // 2**20} MiB" in str(error)
 
 
 def test_shipped_deflated_file_decodes_like_pydicom() -> None:
