@@ -44,6 +44,7 @@ def serve(settings: Settings, *, on_started: Callable[[str], None] | None = None
     """Serve until interrupted. ``on_started(url)`` is called once the socket listens."""
     import uvicorn
 
+    from app.connections import ConnectionLimits, protocol_with
     from app.main import create_app
 
     configure_logging(settings.log_level)
@@ -52,6 +53,7 @@ def serve(settings: Settings, *, on_started: Callable[[str], None] | None = None
         app,
         host=settings.host,
         port=settings.port,
+        http=protocol_with(ConnectionLimits.from_settings(settings)),  # h11, timeouts, a bound
         log_config=None,  # our handlers (with the request id) stay in place
         access_log=False,  # app/logs.py logs each request without client addresses
         timeout_graceful_shutdown=10,

@@ -8,6 +8,7 @@ shows a picture other than the one that was indexed.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from PIL import Image
 from archives.content import decode_content, sample_content
 from archives.records import ArrayRef, Sample
 from files.atomic import atomic_write_bytes
-from imaging.decode import DecodeLimits, ImageDecodeError, sniff_format
+from imaging.decode import DecodeErrorKind, DecodeLimits, ImageDecodeError, sniff_format
 from indexer.store import CaseInfo
+
+log = logging.getLogger(__name__)
 
 BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -51,7 +54,11 @@ def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
     except FileNotFoundError:
         raise CaseImageError(410, f"case {case.id}'s image is no longer in the archive") from None
     except (OSError, ValueError, KeyError, IndexError) as exc:
-        raise CaseImageError(410, f"case {case.id}'s image cannot be read: {exc}") from None
+        # the exception names the file: it goes to the log, never into the answer
+        log.warning("case %d's image cannot be read: %s", case.id, exc)
+        raise CaseImageError(
+            410, f"case {case.id}'s image cannot be read from the archive ({_reason(exc)})"
+        ) from None
     if digest != case.content_hash:
         raise CaseImageError(
             409,
@@ -59,6 +66,13 @@ def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
             "reindex the collection",
         )
     return content
+
+
+def _reason(exc: Exception) -> str:
+    """Why a file cannot be read, in words that name no path ("Permission denied")."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "not a readable image file or array"
 
 
 def _png(pixels: np.ndarray, max_side: int | None = None) -> bytes:
@@ -74,6 +88,8 @@ def _pixels(case: CaseInfo, content: bytes | np.ndarray, limits: DecodeLimits) -
     try:
         pixels, _ = decode_content(content, limits)
     except ImageDecodeError as exc:
+        if exc.kind is DecodeErrorKind.BUSY:  # other decodes hold the budget: retry later
+            raise CaseImageError(503, str(exc)) from None
         raise CaseImageError(410, f"case {case.id}'s image cannot be decoded: {exc}") from None
     return pixels
 

@@ -7,6 +7,11 @@ with queries. The process reports progress into the job's row (the same code pat
 process dies before it could record its own failure, :meth:`JobLauncher.poll` marks the
 job failed with the end of its log. The process is not killed when the service stops: a
 build in flight finishes and the next start serves it.
+
+The process gets only the environment it needs (:func:`job_environment`): the system's
+basics and the thread, GPU and PostgreSQL-client knobs of the service's own environment,
+and the ``MEDRET_*`` values ``medret index`` reads, taken from the settings — never the
+admin token. The database URL travels there too, not in the arguments ``ps`` shows.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from app.settings import Settings
+from indexer.group_keys import GENERATE_GROUP_SALT
 from indexer.plan import ReindexMode, parse_reindex_mode
 from indexer.store import JobInfo, JobState, MetadataStore, StoreError
 
@@ -28,6 +36,16 @@ log = logging.getLogger(__name__)
 
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOG_TAIL_LINES = 5
+# What a job inherits from the service's environment, by name and by prefix (PG: libpq's
+# PGPASSWORD, PGSSLMODE, … for a database URL that relies on them).
+INHERITED_VARIABLES: Final = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP"}
+    | {"PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
+INHERITED_PREFIXES: Final = (
+    *("LC_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "TORCH_", "PYTORCH_"),
+    *("CUDA_", "NVIDIA_", "PG"),
+)
 
 
 class JobRequestError(Exception):
@@ -80,6 +98,17 @@ class JobLauncher:
             raise JobRequestError(400, f"{what} {raw} does not exist on the server")
         return resolved
 
+    def _group_salt(self) -> str:
+        """The salt a reindex job hashes with; 503 when the service has none."""
+        if self.settings.group_salt is None:
+            raise JobRequestError(
+                503,
+                "this service has no MEDRET_GROUP_SALT, which a reindex needs to hash the "
+                "patient/lesion keys: set it to at least 32 random bytes (e.g. the output of "
+                f"{GENERATE_GROUP_SALT}) and restart the service",
+            )
+        return self.settings.group_salt.get_secret_value()
+
     def _busy(self, collection_id: int) -> JobInfo | None:
         self.store.reap_stale_jobs()
         for job in self.store.list_jobs(collection_id):
@@ -98,6 +127,7 @@ class JobLauncher:
         checkpoint: str | None = None,
         layout: str = "auto",
     ) -> JobInfo:
+        salt = self._group_salt()
         if not COLLECTION_NAME.fullmatch(collection):
             raise JobRequestError(400, "a collection name is 1–64 letters, digits, '_', '.' or '-'")
         try:
@@ -135,10 +165,11 @@ class JobLauncher:
                 coll_id = coll.id
                 busy = self._busy(coll.id)
                 if busy is not None:
-                    raise JobRequestError(
-                        409,
-                        f"a {busy.kind} job ({busy.id}) is already {busy.state} for {collection!r}",
-                    )
+                    raise _busy_error(busy, collection)
+                try:  # what the job would refuse: another salt than the collection's
+                    self.store.check_group_salt(coll.id, salt, adding=reindex is ReindexMode.ADD)
+                except StoreError as exc:
+                    raise JobRequestError(409, str(exc)) from None
             job = self.store.create_job(reindex.value, coll_id)
             self._spawn(job, collection, argv)
         return job
@@ -159,16 +190,11 @@ class JobLauncher:
             sys.executable, "-m", "medret", "index", *argv,
             "--job-id", job.id,
             "--data-dir", str(self.data_dir),
-            "--db", self.settings.resolved_database_url,
             "--workers", str(self.settings.index_workers),
             "--batch-size", str(self.settings.index_batch_size),
             "--device", self.settings.device,
         ]  # fmt: skip
-        env = {
-            **os.environ,
-            "MEDRET_GROUP_SALT": self.settings.group_salt.get_secret_value(),
-            "TQDM_DISABLE": "1",
-        }
+        env = job_environment(self.settings, os.environ)
         try:
             with log_path.open("wb") as out:
                 process = subprocess.Popen(
@@ -210,6 +236,25 @@ class JobLauncher:
         for child in list(self._children.values()):
             child.process.wait(timeout)
         self.poll()
+
+
+def job_environment(settings: Settings, parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a job process: the variables of ``parent`` (the service's) named
+    in :data:`INHERITED_VARIABLES` or :data:`INHERITED_PREFIXES`, and the ``MEDRET_*``
+    values ``medret index`` reads, from ``settings``; nothing else (no admin token)."""
+    env = {
+        name: value
+        for name, value in parent.items()
+        if name in INHERITED_VARIABLES or name.startswith(INHERITED_PREFIXES)
+    }
+    env["MEDRET_DATABASE_URL"] = settings.resolved_database_url
+    env["MEDRET_ARCHIVE_ROOTS"] = ",".join(map(str, settings.allowed_archive_roots))
+    if settings.metadata_allowlist:
+        env["MEDRET_METADATA_ALLOWLIST"] = ",".join(settings.metadata_allowlist)
+    if settings.group_salt is not None:
+        env["MEDRET_GROUP_SALT"] = settings.group_salt.get_secret_value()
+    env["TQDM_DISABLE"] = "1"
+    return env
 
 
 def _busy_error(busy: JobInfo, collection: str) -> JobRequestError:

@@ -25,7 +25,6 @@ from app.runtime import CollectionRegistry
 from app.schemas import ErrorOut
 from app.services import Services
 from app.settings import Settings, load_settings
-from imaging.decode import DecodeLimits
 from indexer.store import MetadataStore
 from indexer.vectors.index import set_search_threads
 
@@ -46,13 +45,14 @@ def open_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     set_search_threads(settings.search_threads)
     torch.set_num_threads(settings.resolved_torch_threads)
     store = MetadataStore.open(settings.resolved_database_url)
+    limits = settings.decode_limits()  # one decode budget for every thread of the service
     return Services(
         settings=settings,
         store=store,
-        registry=CollectionRegistry(settings, store, metrics),
+        registry=CollectionRegistry(settings, store, metrics, limits),
         launcher=JobLauncher(settings, store),
         metrics=metrics,
-        limits=DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),
+        limits=limits,
         thumbnail_dir=data_dir / "cache" / "thumbnails",
     )
 

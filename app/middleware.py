@@ -30,6 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and part headers around the file
 SMALL_BODY_LIMIT = 64 * 1024  # every request body but an upload (admin JSON)
+UPLOAD_ROUTES = frozenset({"/query"})  # the routes that take an image upload
 
 
 class UploadTooLarge(HTTPException):
@@ -45,6 +46,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below the app's ``root_path`` (what the routes match): uvicorn's
+    ``--root-path`` or a proxy prefix puts the prefix in front of ``scope["path"]``."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
 
 
 def route_template(scope: Scope) -> str:
@@ -117,7 +128,7 @@ class UploadLimitMiddleware:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        uploads = scope.get("path", "") == "/query"
+        uploads = route_path(scope) in UPLOAD_ROUTES
         limit = self.upload_limit if uploads else SMALL_BODY_LIMIT  # JSON bodies are small
         max_body = limit + MULTIPART_SLACK if uploads else limit
         declared = _header(scope, b"content-length")

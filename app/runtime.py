@@ -76,14 +76,18 @@ class CollectionRuntime:
 
 
 class CollectionRegistry:
-    def __init__(self, settings: Settings, store: MetadataStore, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MetadataStore,
+        metrics: ServiceMetrics,
+        limits: DecodeLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.device = resolve_device(settings.device)
-        self.limits = DecodeLimits(
-            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
-        )
+        self.limits = limits if limits is not None else settings.decode_limits()
         self._runtimes: dict[str, CollectionRuntime] = {}
         self._runners: dict[str, ModelRunner] = {}
         self._retired: list[tuple[float, ModelRunner]] = []
@@ -187,7 +191,11 @@ class CollectionRegistry:
                 try:
                     runtime = self._load(info)
                 except Exception as exc:  # keep serving what we have
-                    self.problems[name] = f"version {active.version}: {exc}"
+                    # the exception may name index or checkpoint files: the log has it
+                    self.problems[name] = (
+                        f"version {active.version} cannot be loaded ({type(exc).__name__}); "
+                        "the server log says why"
+                    )
                     self._failed[name] = active.id
                     self.metrics.reloads.labels(name, "failed").inc()
                     log.error(

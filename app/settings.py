@@ -14,7 +14,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from indexer.group_keys import DEFAULT_GROUP_SALT
+from archives.privacy import metadata_allowlist
+from imaging.limits import DecodeBudget, DecodeLimits
+from indexer.group_keys import checked_group_salt
 
 ENV_PREFIX = "MEDRET_"
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -51,6 +53,32 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address 'medret serve' listens on")
     port: int = Field(8000, ge=1, le=65535, description="port 'medret serve' listens on")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a request's line and headers must arrive within this many seconds of "
+        "the connection opening (or of the previous answer); else 408 and the connection closes",
+    )
+    body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="seconds a request body gets, plus one for every "
+        "MEDRET_BODY_MIN_BYTES_PER_S bytes received; a slower body is answered 408",
+    )
+    body_min_bytes_per_s: int = Field(
+        1024,
+        ge=0,
+        description="slowest upload rate kept going past MEDRET_BODY_TIMEOUT_S (0: the "
+        "whole body within it)",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="most open connections; one more is answered 503 and closed at once",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description=f"bearer token of the /admin API (at least {MIN_ADMIN_TOKEN_LENGTH} "
@@ -62,6 +90,30 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(32.0, gt=0, description="largest upload accepted, MiB")
     max_pixels: int = Field(
         64_000_000, gt=0, description="largest decoded image accepted, width × height"
+    )
+    max_decoded_mb: float = Field(
+        256.0,
+        gt=0,
+        description="largest decoded image accepted, MiB of its samples in their own type "
+        "(rows × columns × samples × bytes per sample × frames read), checked from the header",
+    )
+    decode_budget_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="memory that all the decodes running at once may hold, MiB; a decode "
+        "waits for its share, and one that needs more than all of it is refused (413)",
+    )
+    decode_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="longest a decode waits for its share of the decode budget (then 503)",
+    )
+    max_dicom_sequence_items: int = Field(
+        10_000,
+        ge=1,
+        description="most DICOM sequence items read from one header (plus 16 per frame), "
+        "counted before the header is parsed",
     )
     batch_max: int = Field(16, ge=1, le=1024, description="most queries in one model forward")
     batch_wait_ms: float = Field(
@@ -110,14 +162,28 @@ class Settings(BaseSettings):
     )
     index_workers: int = Field(2, ge=0, le=64, description="decoding processes of a reindex job")
     index_batch_size: int = Field(64, ge=1, le=4096, description="batch size of a reindex job")
-    group_salt: SecretStr = Field(
-        SecretStr(DEFAULT_GROUP_SALT), description="salt of the hashed patient/lesion keys in SQL"
+    metadata_allowlist: CommaList = Field(
+        default_factory=list,
+        description="label-table columns kept as case metadata besides the default "
+        "clinical allowlist (docs/indexer.md), comma-separated; a column that names a "
+        "person is refused",
+    )
+    group_salt: SecretStr | None = Field(
+        None,
+        description="secret salt of the hashed patient/lesion keys in SQL, at least 32 "
+        "random bytes (unset: /admin/reindex is refused)",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
-    _split = field_validator("collections", "cors_origins", "archive_roots", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "collections", "cors_origins", "archive_roots", "metadata_allowlist", mode="before"
+    )(_split_commas)
+
+    @field_validator("metadata_allowlist")
+    @classmethod
+    def _no_identifying_columns(cls, value: list[str]) -> list[str]:
+        metadata_allowlist(value)  # an ArchiveError (a ValueError) names a refused column
+        return value
 
     @field_validator("admin_token")
     @classmethod
@@ -131,6 +197,14 @@ class Settings(BaseSettings):
                 f"MEDRET_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "
                 "(e.g. the output of: python -c 'import secrets; print(secrets.token_hex(24))')"
             )
+        return value
+
+    @field_validator("group_salt")
+    @classmethod
+    def _strong_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        checked_group_salt(value.get_secret_value())  # a GroupSaltError says how to make one
         return value
 
     @field_validator("log_level")
@@ -177,6 +251,17 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    def decode_limits(self) -> DecodeLimits:
+        """The decode limits of one service process, with a decode budget of its own (build
+        it once and share it: the budget bounds the decodes of every thread)."""
+        return DecodeLimits(
+            max_bytes=self.max_upload_bytes,
+            max_pixels=self.max_pixels,
+            max_decoded_bytes=int(self.max_decoded_mb * 2**20),
+            max_sequence_items=self.max_dicom_sequence_items,
+            budget=DecodeBudget(int(self.decode_budget_mb * 2**20), self.decode_wait_s),
+        )
 
     @property
     def allowed_archive_roots(self) -> list[Path]:

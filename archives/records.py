@@ -3,9 +3,10 @@
 Skipped rows are counted, never fatal: a label row whose image file is absent (most of a
 partially downloaded NIH set), a path that leaves the archive folder, or a row outside the
 official split lists is left out and counted by reason in :attr:`Archive.skipped`;
-:meth:`Archive.summary` reports them. Malformed label files (missing columns, an ISIC row
-with two classes, an unknown split name or finding) raise :class:`ArchiveError` naming the
-file and line.
+label-table columns that are not on the metadata allowlist (:mod:`archives.privacy`) are
+dropped and named in :attr:`Archive.dropped_columns`; :meth:`Archive.summary` reports
+both. Malformed label files (missing columns, an ISIC row with two classes, an unknown
+split name or finding) raise :class:`ArchiveError` naming the file and line.
 
 An *empty* label cell makes a sample unlabelled (``labelled=False``), which
 :meth:`Archive.targets` refuses; a labelled sample with the empty label tuple is "no
@@ -91,6 +92,7 @@ class Archive:
     names: tuple[str, ...]  # readable names, same order
     samples: tuple[Sample, ...]
     skipped: Mapping[str, int]  # reason → count
+    dropped_columns: tuple[str, ...] = ()  # label-table columns not on the metadata allowlist
 
     def split(self, name: str) -> list[Sample]:
         """The samples of split `name` (``"train"``, ``"val"``, ``"test"`` or ``""``)."""
@@ -159,6 +161,11 @@ class Archive:
             parts.append(f"Skipped {sum(self.skipped.values()):,}: {reasons}.")
         else:
             parts.append("Nothing skipped.")
+        if self.dropped_columns:
+            parts.append(
+                f"Not kept as metadata (not on the allowlist): {len(self.dropped_columns)} "
+                f"columns, {', '.join(self.dropped_columns)}."
+            )
         return " ".join(parts)
 
 

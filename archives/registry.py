@@ -13,6 +13,7 @@ tried: :data:`LAYOUTS`, detection, reading and the message when nothing matches 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +26,7 @@ from archives.layouts import (
     manifest,
     medmnist,
 )
-from archives.records import Archive, ArchiveError
+from archives.records import OUTSIDE_ROOT, Archive, ArchiveError, Sample
 from archives.splits import Carver, warn_on_groups_in_several_splits
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def read_archive(
     reader = _layout_named(layout)
     if root.is_file() and not reader.FILE_KIND:
         raise ArchiveError(f"{root} is a file; the {layout} layout needs a folder")
-    archive = reader.read(root, Carver(val_fraction=val_fraction, seed=seed))
+    archive = confined(reader.read(root, Carver(val_fraction=val_fraction, seed=seed)))
     if not archive.samples:
         skipped = "; ".join(f"{reason}: {count:,}" for reason, count in archive.skipped.items())
         raise ArchiveError(
@@ -107,6 +108,44 @@ def read_archive(
     warn_on_groups_in_several_splits(archive)
     logger.info("%s", archive.summary())
     return archive
+
+
+def confined(archive: Archive) -> Archive:
+    """`archive` without the samples whose file resolves outside the archive's folder (a
+    symbolic link out of it, or a folder link on the way), counted as skipped
+    (:data:`~archives.records.OUTSIDE_ROOT`). Links that stay inside are fine.
+
+    Every layout's samples pass here, so nothing outside the folder an operator named (and
+    :envvar:`MEDRET_ARCHIVE_ROOTS` allowed) is ever indexed and then served.
+    """
+    root = archive.root.resolve()
+    folder = root.parent if root.is_file() else root  # a manifest or .npz file: its folder
+    real_dirs: dict[Path, Path] = {}  # one resolve per folder, not per file
+
+    def inside(path: Path) -> bool:
+        real_dir = real_dirs.get(path.parent)
+        if real_dir is None:
+            real_dir = real_dirs[path.parent] = path.parent.resolve()
+        real = path.resolve() if path.is_symlink() else real_dir / path.name
+        return real.is_relative_to(folder)
+
+    kept = [
+        sample for sample in archive.samples if all(inside(path) for path in _sample_files(sample))
+    ]
+    outside = len(archive.samples) - len(kept)
+    if not outside:
+        return archive
+    logger.warning(
+        "%s: %d file(s) resolve outside the archive folder (symbolic links out of it); not read",
+        archive.root,
+        outside,
+    )
+    skipped = {**archive.skipped, OUTSIDE_ROOT: archive.skipped.get(OUTSIDE_ROOT, 0) + outside}
+    return dataclasses.replace(archive, samples=tuple(kept), skipped=skipped)
+
+
+def _sample_files(sample: Sample) -> list[Path]:
+    return [p for p in (sample.path, sample.array.file if sample.array else None) if p]
 
 
 def _layout_named(name: str) -> Layout:

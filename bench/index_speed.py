@@ -27,6 +27,7 @@ from archives.registry import read_archive
 from imaging.preprocessing import PreprocessConfig, fit_to_canvas
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.embedding import embed_samples
+from indexer.group_keys import generate_group_salt
 from indexer.store import MetadataStore
 from labels import LabelSpace
 from model.checkpoint import CheckpointMeta, save_checkpoint
@@ -114,6 +115,7 @@ def main() -> None:
             store,
             IndexerConfig(
                 data_dir=Path(tmp) / "data",
+                group_salt=generate_group_salt(),  # a throwaway database
                 batch_size=args.batch,
                 workers=args.workers,
                 progress=False,

@@ -54,6 +54,7 @@ from indexer.search import CollectionIndex
 from indexer.store import MetadataStore
 from indexer.vectors.index import set_search_threads
 from labels import LabelSpace
+from medret.demo_salt import demo_group_salt
 from model.checkpoint import (
     CheckpointMeta,
     file_sha256,
@@ -85,7 +86,7 @@ def fresh_checkpoint(path: Path, codes: list[str], variant: str, depth: int, siz
     return path
 
 
-def ensure_collection(url: str, data_dir: Path, checkpoint: Path, source: Path) -> None:
+def ensure_collection(url: str, data_dir: Path, checkpoint: Path, source: Path, salt: str) -> None:
     store = MetadataStore.open(url)
     try:
         names = {c.name: c for c in store.list_collections()}
@@ -95,7 +96,8 @@ def ensure_collection(url: str, data_dir: Path, checkpoint: Path, source: Path) 
                 print(f"reusing {COLLECTION!r} v{active.version} ({active.vector_count} cases)")
                 return
         started = time.perf_counter()
-        builder = IndexBuilder(store, IndexerConfig(data_dir=data_dir, workers=2, progress=True))
+        cfg = IndexerConfig(data_dir=data_dir, group_salt=salt, workers=2, progress=True)
+        builder = IndexBuilder(store, cfg)
         result = builder.build(COLLECTION, checkpoint, source)
         print(
             f"indexed {result.vector_count} cases in {time.perf_counter() - started:.0f} s "
@@ -111,7 +113,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(work: Path, url: str, source_root: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    work: Path, url: str, source_root: Path, salt: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -120,6 +124,7 @@ def start_server(work: Path, url: str, source_root: Path) -> tuple[subprocess.Po
         "MEDRET_PORT": str(port),
         "MEDRET_ADMIN_TOKEN": TOKEN,
         "MEDRET_ARCHIVE_ROOTS": str(source_root),
+        "MEDRET_GROUP_SALT": salt,  # the reindex under load hashes with it
         "MEDRET_LOG_LEVEL": "WARNING",
     }
     log = (work / "server.log").open("wb")
@@ -344,8 +349,9 @@ def main() -> None:
         args.checkpoint or fresh_checkpoint(fresh, codes, args.variant, args.depth, args.size)
     ).resolve()
     url = f"sqlite:///{work / 'medret.db'}"
-    ensure_collection(url, work / "data", checkpoint, source)
-    server, base = start_server(work, url, source.parent)
+    salt = demo_group_salt(work)  # MEDRET_GROUP_SALT, else one kept in the work folder
+    ensure_collection(url, work / "data", checkpoint, source, salt)
+    server, base = start_server(work, url, source.parent, salt)
     report: dict[str, object] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, "

@@ -11,10 +11,15 @@
 # Variables read here besides the service's MEDRET_* settings:
 #   MEDRET_DB_WAIT_S      seconds to keep retrying `medret migrate` while a PostgreSQL
 #                         database is still starting (default 60)
+#   POSTGRES_PASSWORD     when set, checked like the password in MEDRET_DATABASE_URL:
+#                         a medret command refuses to run with a placeholder password
+#                         (CHANGE_ME, password, postgres, ...) or one under 16 characters
 set -eu
 
 PROG=medret-entrypoint
 RETRY_INTERVAL_S=1
+MIN_PASSWORD_LENGTH=16
+PLACEHOLDER_PASSWORDS="change_me change-me changeme password postgres medret secret admin"
 DEMO_CONFIG=/opt/medret/configs/cpu_recipe.yaml  # copied into the images
 
 usage() {
@@ -39,6 +44,38 @@ USAGE
 fail() {
     echo "$PROG: $*" >&2
     exit 1
+}
+
+# Refuse to run with a database password anyone could guess: a placeholder of an example
+# file, a default, or a short one. Never prints the password.
+check_password() {  # $1: where it comes from, $2: the password
+    lowered=$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]')
+    for placeholder in $PLACEHOLDER_PASSWORDS; do
+        if [ "$lowered" = "$placeholder" ]; then
+            fail "$1 is a placeholder ('$placeholder'); set POSTGRES_PASSWORD in .env to a" \
+                "random one: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        fi
+    done
+    if [ "${#2}" -lt "$MIN_PASSWORD_LENGTH" ]; then
+        fail "$1 is shorter than $MIN_PASSWORD_LENGTH characters; set POSTGRES_PASSWORD in" \
+            ".env to a random one: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+    fi
+}
+
+# The password in MEDRET_DATABASE_URL (if it has one) and POSTGRES_PASSWORD (if set).
+check_database_passwords() {
+    if [ -n "${POSTGRES_PASSWORD+set}" ]; then
+        check_password "POSTGRES_PASSWORD" "$POSTGRES_PASSWORD"
+    fi
+    if uses_postgres; then
+        url_password=$(python -c '
+import os, urllib.parse
+print(urllib.parse.unquote(urllib.parse.urlsplit(os.environ["MEDRET_DATABASE_URL"]).password or ""))
+') || fail "MEDRET_DATABASE_URL is not a URL"
+        if [ -n "$url_password" ]; then
+            check_password "the password in MEDRET_DATABASE_URL" "$url_password"
+        fi
+    fi
 }
 
 uses_postgres() {
@@ -104,6 +141,11 @@ if [ "$#" -eq 0 ]; then
 fi
 command=$1
 shift
+
+case "$command" in
+    api | migrate | serve | index | train | evaluate | ablate | inspect | demo)
+        check_database_passwords ;;
+esac
 
 case "$command" in
     api) run_api "$@" ;;

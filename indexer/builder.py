@@ -23,9 +23,8 @@ import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,14 +33,10 @@ from archives.records import Archive, Sample
 from archives.registry import read_archive
 from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedded_cases
 from indexer.embedding import EmbedResult, embed_samples
+from indexer.group_keys import checked_group_salt
 from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
-from indexer.store import (
-    DEFAULT_GROUP_SALT,
-    JobState,
-    MetadataStore,
-    VersionInfo,
-    VersionState,
-)
+from indexer.results import BuildResult
+from indexer.store import JobState, MetadataStore, VersionInfo, VersionState
 from indexer.vectors.factory import IndexSpec, spec_for
 from indexer.vectors.index import VectorIndex
 from indexer.vectors.persistence import load_vectors
@@ -66,35 +61,13 @@ class IndexBuildError(RuntimeError):
 @dataclass(frozen=True)
 class IndexerConfig:
     data_dir: Path
+    group_salt: str  # MEDRET_GROUP_SALT: salts the hashed patient/lesion keys (no default)
     batch_size: int = 64
     workers: int = 2
     device: str = "auto"
     bf16: bool = True
     factory: str | None = None  # None: Flat when small, else choose_factory's choice
-    group_salt: str = DEFAULT_GROUP_SALT  # salts the hashed patient/lesion keys
     progress: bool = True
-
-
-@dataclass
-class BuildResult:
-    job_id: str
-    collection: str
-    mode: str
-    version: int
-    vector_count: int
-    added: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped_known: int = 0
-    duplicates: int = 0
-    conflicts: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    images_per_s: float = 0.0
-    factory: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -198,6 +171,7 @@ class IndexBuilder:
     ) -> BuildResult:
         """Index ``source`` into ``collection`` (``mode`` "full" or "add"; module doc)."""
         reindex = reindex_mode(mode)
+        salt = checked_group_salt(self.cfg.group_salt)  # a missing or weak one stops it here
         started = time.perf_counter()
         device = resolve_device(self.cfg.device)
         loaded = load_checkpoint(checkpoint, device)
@@ -214,6 +188,7 @@ class IndexBuilder:
                 label_codes=list(loaded.meta.labels.codes),
                 label_names=list(loaded.meta.labels.names),
             )
+        self.store.check_group_salt(coll.id, salt, adding=reindex is ReindexMode.ADD)
         active = self.store.active_version(coll.id)
         if (
             reindex is ReindexMode.ADD
@@ -237,7 +212,7 @@ class IndexBuilder:
         self.store.finish_job(
             job,
             state=JobState.SUCCEEDED,
-            counts=_counts(result),
+            counts=result.counts(),
             errors=[f"{k}: {r}" for k, r in result.failed[:1000]],
         )
         return result
@@ -290,6 +265,8 @@ class IndexBuilder:
             duplicates=len(embedded.duplicates),
             conflicts=list(plan.conflicts),
             failed=list(embedded.failed),
+            dropped_columns=list(archive.dropped_columns),
+            skipped_files=dict(archive.skipped),
             images_per_s=embedded.images_per_s,
             factory=spec.factory,
         )
@@ -364,6 +341,7 @@ class IndexBuilder:
         """The one transaction that changes what queries see (module docstring)."""
         self._check_active_unchanged(collection_id, active)
         with self.store.session() as session:
+            self.store.record_group_salt(session, collection_id, self.cfg.group_salt)
             if plan.removed:
                 self.store.delete_cases(session, list(plan.removed))
             if changes.updates:
@@ -439,7 +417,7 @@ class IndexBuilder:
             factory=spec.factory,
             seconds=time.perf_counter() - started,
         )
-        self.store.finish_job(job, state=JobState.SUCCEEDED, counts=_counts(result))
+        self.store.finish_job(job, state=JobState.SUCCEEDED, counts=result.counts())
         return result
 
     def prune(self, collection: str, *, keep: int = 1) -> list[int]:
@@ -481,17 +459,3 @@ def _check_carried(
             f"{unread[0]}); they cannot be re-embedded with the new "
             "checkpoint — fix them or remove the cases first"
         )
-
-
-def _counts(result: BuildResult) -> dict[str, Any]:
-    return {
-        "version": result.version,
-        "vectors": result.vector_count,
-        "added": result.added,
-        "updated": result.updated,
-        "deleted": result.deleted,
-        "skipped_known": result.skipped_known,
-        "duplicates": result.duplicates,
-        "conflicts": len(result.conflicts),
-        "failed": len(result.failed),
-    }

@@ -14,13 +14,21 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from archives.records import ArchiveError
 from commandline.errors import CommandError
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
-from indexer.group_keys import group_salt_from_environment
+from indexer.group_keys import GroupSaltError, group_salt_from_environment
 from indexer.plan import ReindexMode
 from indexer.store import MetadataStore, StoreError
 from indexer.vectors.errors import VectorIndexError
 from model.checkpoint import CheckpointError
 
-EXPECTED = (IndexBuildError, StoreError, VectorIndexError, ArchiveError, CheckpointError)
+ARCHIVE_ROOTS_VARIABLE = "MEDRET_ARCHIVE_ROOTS"
+EXPECTED = (
+    IndexBuildError,
+    StoreError,
+    VectorIndexError,
+    ArchiveError,
+    CheckpointError,
+    GroupSaltError,
+)
 
 
 def database_url(data_dir: Path, url: str | None) -> str:
@@ -131,6 +139,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
         raise CommandError("building needs --checkpoint and --source")
     if not args.source.exists():
         raise CommandError(f"--source {args.source} does not exist")
+    check_source_confined(args.source)
     if args.index_factory:
         check_factory(args.index_factory)
     result = builder.build(
@@ -145,6 +154,19 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
     summary["failed"] = summary["failed"][:50]
     _print(summary)
     return 0
+
+
+def check_source_confined(source: Path) -> None:
+    """With ``MEDRET_ARCHIVE_ROOTS`` set (a job the service started has it), the source
+    must resolve inside one of those folders: checked again here, in the process that
+    reads it. Files linked out of the source are refused by ``archives.registry``."""
+    raw = os.environ.get(ARCHIVE_ROOTS_VARIABLE, "")
+    roots = [Path(part.strip()).expanduser().resolve() for part in raw.split(",") if part.strip()]
+    if roots and not any(source.resolve().is_relative_to(root) for root in roots):
+        raise CommandError(
+            f"--source {source} is outside the folders of {ARCHIVE_ROOTS_VARIABLE} "
+            f"({', '.join(map(str, roots))})"
+        )
 
 
 def check_factory(factory: str) -> None:

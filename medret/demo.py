@@ -16,7 +16,9 @@ it (``--fresh`` redoes them all):
    model trained again.
 3. **index** — a full build of the collection (``demo``, or ``--collection``) with the
    indexer's own builder, skipped when the collection's active version was built with
-   this checkpoint's SHA-256.
+   this checkpoint's SHA-256. Its salt of the hashed patient/lesion keys is
+   ``MEDRET_GROUP_SALT`` when set, else the demo's own: made on the first run and kept in
+   ``<data-dir>/demo/group-salt`` (readable by its owner only), reused by later runs.
 4. **serve** — ``medret serve`` for that collection (``app`` is started by name: nothing
    here imports it), printing the viewer's URL; ``--no-serve`` stops after step 3.
 
@@ -31,6 +33,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from commandline.errors import CommandError
 from commandline.types import positive_int
 from files.atomic import atomic_write_text
+from medret.demo_salt import GROUP_SALT_FILE, demo_group_salt
 
 if TYPE_CHECKING:
     from archives.records import Archive
@@ -280,11 +284,10 @@ def estimate(cfg: TrainConfig, archive: Archive) -> str:
 
 
 def prepare_index(
-    args: argparse.Namespace, data: DemoData, checkpoint: Path, store: MetadataStore
+    args: argparse.Namespace, data: DemoData, checkpoint: Path, store: MetadataStore, salt: str
 ) -> None:
     """Step 3: the collection's active version, built with ``checkpoint`` (reused if so)."""
     from indexer.builder import IndexBuilder, IndexerConfig
-    from indexer.group_keys import group_salt_from_environment
     from indexer.store import StoreError
     from model.checkpoint import file_sha256, read_checkpoint_meta
 
@@ -319,11 +322,7 @@ def prepare_index(
     _say(3, f"index: embedding {len(data.archive.samples):,} images into collection {name!r}")
     builder = IndexBuilder(
         store,
-        IndexerConfig(
-            data_dir=args.data_dir,
-            device=args.device,
-            group_salt=group_salt_from_environment(),
-        ),
+        IndexerConfig(data_dir=args.data_dir, group_salt=salt, device=args.device),
     )
     result = builder.build(name, checkpoint, data.path, layout=data.layout, mode="full")
     failed = f", {len(result.failed)} unreadable" if result.failed else ""
@@ -334,7 +333,7 @@ def prepare_index(
     )
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, salt: str) -> int:
     """Step 4: start the service for the demo collection (``app`` imported by name)."""
     from pydantic import ValidationError
 
@@ -347,6 +346,7 @@ def serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "collections": [args.collection],
         "default_collection": args.collection,
+        "group_salt": salt,  # /admin/reindex (with MEDRET_ADMIN_TOKEN) hashes as step 3 did
     }
     try:
         settings = app_settings.load_settings(
@@ -391,10 +391,11 @@ def run_demo(args: argparse.Namespace) -> int:
     demo_dir = args.data_dir / "demo"
     try:
         data = prepare_data(args, demo_dir)  # first: a bad --data fails at once
+        salt = demo_group_salt(demo_dir)
         store = index_commands.open_store(args)  # before training: a bad --db fails early
         try:
             checkpoint = prepare_model(args, data, demo_dir)
-            prepare_index(args, data, checkpoint, store)
+            prepare_index(args, data, checkpoint, store, salt)
         finally:
             store.close()
     except expected as exc:
@@ -406,13 +407,19 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     if args.no_serve:
         db = " --db <the same URL>" if args.db else ""
+        own_salt = demo_dir / GROUP_SALT_FILE
+        salt_note = (
+            ""
+            if os.environ.get("MEDRET_GROUP_SALT")
+            else f" (its /admin/reindex needs MEDRET_GROUP_SALT=$(cat {own_salt}))"
+        )
         _say(
             4,
             f"serve: skipped (--no-serve); start it with: medret serve --data-dir "
-            f"{args.data_dir}{db} --collection {args.collection}",
+            f"{args.data_dir}{db} --collection {args.collection}{salt_note}",
         )
         return 0
-    return serve(args)
+    return serve(args, salt)
 
 
 # --------------------------------------------------------------------------- small parts

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from archives.registry import read_archive
+from indexer.group_keys import group_salt_fingerprint
 from indexer.store import MetadataStore
 from medret import demo_data
 from medret.demo_data import CLASSES, DemoDataSpec, generate, is_complete, render
@@ -47,7 +50,8 @@ def test_generated_set_is_deterministic_and_reads_as_a_manifest(tmp_path: Path) 
         splits = [s.split for s in archive.samples if s.labels == (code,)]
         assert (splits.count("train"), splits.count("val"), splits.count("test")) == (7, 2, 1)
     sample = next(s for s in archive.samples if s.key == "ring-hatched_0003.png")
-    assert dict(sample.metadata) == {"shape": "ring", "texture": "hatched"}
+    assert dict(sample.metadata) == {}  # not clinical columns: not on the metadata allowlist
+    assert archive.dropped_columns == ("shape", "texture")
 
 
 def test_an_incomplete_or_different_set_is_not_taken_for_complete(tmp_path: Path) -> None:
@@ -132,10 +136,19 @@ def medret(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], flo
     exe = shutil.which("medret")
     cmd = [exe] if exe else [sys.executable, "-m", "medret"]
     started = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if k != "MEDRET_GROUP_SALT"}  # its own salt
     result = subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=240, check=False, cwd=cwd
+        [*cmd, *args], capture_output=True, text=True, timeout=240, check=False, cwd=cwd, env=env
     )
     return result, time.perf_counter() - started
+
+
+def _salt_fingerprint(data_dir: Path, collection: str) -> str | None:
+    store = MetadataStore.open(f"sqlite:///{data_dir / 'medret.db'}")
+    try:
+        return store.get_collection(collection).group_salt_fingerprint
+    finally:
+        store.close()
 
 
 def _active(data_dir: Path, collection: str) -> tuple[int, str, int]:
@@ -165,6 +178,11 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     assert _active(data_dir, "demo") == (1, sha, 48)
     marker = json.loads((data_dir / "demo" / "run" / "demo-run.json").read_text())
     assert marker["checkpoint_sha256"] == sha
+    salt_file = data_dir / "demo" / "group-salt"  # the demo's own salt, private
+    salt = salt_file.read_text().strip()
+    assert stat.S_IMODE(salt_file.stat().st_mode) == 0o600
+    assert _salt_fingerprint(data_dir, "demo") == group_salt_fingerprint(salt)
+    assert "MEDRET_GROUP_SALT=$(cat " in first.stdout  # how to give it to medret serve
 
     second, second_s = medret(*small, "--epochs", "1", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -185,6 +203,8 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     new_sha = file_sha256(checkpoint)
     assert new_sha != sha
     assert _active(data_dir, "demo") == (2, new_sha, 48)
+    assert salt_file.read_text().strip() == salt  # re-indexed with the same salt
+    assert _salt_fingerprint(data_dir, "demo") == group_salt_fingerprint(salt)
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@
 being the empty label tuple; the group is the ``Patient ID``. A label row whose image is
 absent (most of a partially downloaded set) or that is in neither split list is skipped and
 counted; val is carved from train_val by patient (and test too, without the lists).
+Metadata: the columns on the metadata allowlist (:func:`~archives.privacy.metadata_columns`),
+the NIH ones renamed ``age``, ``sex`` and ``view_position``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 from archives.label_sets import NIH_FINDINGS, NIH_NAMES, NO_FINDING
+from archives.privacy import metadata_columns
 from archives.records import MISSING_IMAGE, NOT_IN_SPLIT_LISTS, Archive, ArchiveError, Sample
 from archives.scanning import scan_images, subfolders
 from archives.splits import Carver, group_of, with_carved_splits
-from archives.tables import find_column, read_csv, read_name_list, require_column
+from archives.tables import read_csv, read_name_list, require_column
 from labels import Task
 
 logger = logging.getLogger(__name__)
@@ -28,11 +31,7 @@ LOOKS_FOR = "Data_Entry_2017.csv"
 FILE_KIND = ""
 
 _LABELS_FILE = "Data_Entry_2017.csv"
-_METADATA_COLUMNS = (
-    ("age", "Patient Age"),
-    ("sex", "Patient Gender"),
-    ("view_position", "View Position"),
-)
+_METADATA_KEYS = {"Patient Age": "age", "Patient Gender": "sex", "View Position": "view_position"}
 
 
 def detect(root: Path) -> bool:
@@ -60,11 +59,9 @@ def read(root: Path, carve: Carver) -> Archive:
     image_column = require_column(header, ("Image Index",), labels_path, what)
     finding_column = require_column(header, ("Finding Labels",), labels_path, what)
     patient_column = require_column(header, ("Patient ID",), labels_path, what)
-    metadata_columns = [
-        (name, column)
-        for name, title in _METADATA_COLUMNS
-        if (column := find_column(header, (title,))) is not None
-    ]
+    metadata = metadata_columns(
+        header, used={image_column, finding_column, patient_column}, keys=_METADATA_KEYS
+    )
     known = set(NIH_FINDINGS)
     order = {code: i for i, code in enumerate(NIH_FINDINGS)}
     skipped: Counter[str] = Counter()
@@ -98,7 +95,7 @@ def read(root: Path, carve: Carver) -> Archive:
                 split=split,
                 path=path,
                 group=row[patient_column].strip() or None,
-                metadata={key: row[i].strip() for key, i in metadata_columns if row[i].strip()},
+                metadata=metadata.values(row),
             )
         )
     groups = [group_of(sample) for sample in samples if sample.split == "train"]
@@ -108,7 +105,16 @@ def read(root: Path, carve: Carver) -> Archive:
         assign = carve.train_val(groups)
     samples = with_carved_splits(samples, assign, from_split="train")
     names = tuple(NIH_NAMES[code] for code in NIH_FINDINGS)
-    return Archive(root, NAME, Task.MULTI_LABEL, NIH_FINDINGS, names, tuple(samples), dict(skipped))
+    return Archive(
+        root,
+        NAME,
+        Task.MULTI_LABEL,
+        NIH_FINDINGS,
+        names,
+        tuple(samples),
+        dict(skipped),
+        metadata.dropped,
+    )
 
 
 def _image_files(root: Path) -> dict[str, Path]:

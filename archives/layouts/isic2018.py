@@ -2,8 +2,9 @@
 
 ``ISIC2018_Task3_{Training,Validation,Test}_Input`` folders and their
 ``…_GroundTruth/…_GroundTruth.csv`` one-hot files, plus an optional
-``HAM10000_metadata.csv`` that gives each image its lesion (the group) and
-``dx_type``/``age``/``sex``/``localization`` metadata. An input folder without ground
+``HAM10000_metadata.csv`` that gives each image its lesion (the group) and the metadata
+of its allowlisted columns (``dx``, ``dx_type``, ``age``, ``sex``, ``localization``:
+:func:`~archives.privacy.metadata_columns`). An input folder without ground
 truth gives unlabelled samples (``labelled=False``) of that split. Single-label, in the
 published class order; without a validation part, val is carved from training by lesion.
 """
@@ -16,10 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from archives.label_sets import ISIC_CODES, ISIC_NAMES
+from archives.privacy import metadata_columns
 from archives.records import MISSING_IMAGE, NOT_IN_GROUND_TRUTH, Archive, ArchiveError, Sample
 from archives.scanning import is_skipped_name, scan_images
 from archives.splits import Carver, group_of, with_carved_splits
-from archives.tables import find_column, read_csv, require_column
+from archives.tables import read_csv, require_column
 from labels import Task
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,6 @@ FILE_KIND = ""
 
 _PARTS = (("Training", "train"), ("Validation", "val"), ("Test", "test"))
 _HAM_METADATA_FILE = "HAM10000_metadata.csv"
-_HAM_METADATA_COLUMNS = ("dx_type", "age", "sex", "localization")
 
 
 def detect(root: Path) -> bool:
@@ -68,7 +69,7 @@ def read(root: Path, carve: Carver) -> Archive:
             f"{root} is not an ISIC 2018 Task 3 folder: it needs ISIC2018_Task3_Training_Input/ "
             "and ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv"
         )
-    ham = _read_ham_metadata(root / _HAM_METADATA_FILE)
+    ham, dropped_columns = _read_ham_metadata(root / _HAM_METADATA_FILE)
     skipped: Counter[str] = Counter()
     samples: list[Sample] = []
     for part, split in _PARTS:
@@ -107,7 +108,16 @@ def read(root: Path, carve: Carver) -> Archive:
         assign = carve.train_val([group_of(s) for s in samples if s.split == "train"])
         samples = with_carved_splits(samples, assign, from_split="train")
     names = tuple(ISIC_NAMES[code] for code in ISIC_CODES)
-    return Archive(root, NAME, Task.SINGLE_LABEL, ISIC_CODES, names, tuple(samples), dict(skipped))
+    return Archive(
+        root,
+        NAME,
+        Task.SINGLE_LABEL,
+        ISIC_CODES,
+        names,
+        tuple(samples),
+        dict(skipped),
+        dropped_columns,
+    )
 
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:
@@ -140,23 +150,23 @@ def _read_ground_truth(path: Path) -> Iterator[tuple[str, str]]:
         yield row[image_column].strip(), positives[0]
 
 
-def _read_ham_metadata(path: Path) -> dict[str, tuple[str | None, dict[str, str]]]:
-    """image id → (lesion id, metadata) from HAM10000_metadata.csv; {} when it is absent."""
+def _read_ham_metadata(
+    path: Path,
+) -> tuple[dict[str, tuple[str | None, dict[str, str]]], tuple[str, ...]]:
+    """image id → (lesion id, metadata) from HAM10000_metadata.csv, and the names of its
+    columns not kept as metadata; ({}, ()) when it is absent."""
     if not path.is_file():
-        return {}
+        return {}, ()
     what = _HAM_METADATA_FILE
     header, rows = read_csv(path, what)
     image_column = require_column(header, ("image_id",), path, what)
     lesion_column = require_column(header, ("lesion_id",), path, what)
-    dx_column = find_column(header, ("dx",))
-    extra = [(name, find_column(header, (name,))) for name in (*_HAM_METADATA_COLUMNS,)]
+    metadata = metadata_columns(header, used={image_column, lesion_column})
     joined: dict[str, tuple[str | None, dict[str, str]]] = {}
     for _line, row in rows:
-        metadata = {name: row[i].strip() for name, i in extra if i is not None and row[i].strip()}
-        if dx_column is not None:
-            metadata["dx"] = row[dx_column].strip()
-        joined[row[image_column].strip()] = (row[lesion_column].strip() or None, metadata)
-    return joined
+        lesion = row[lesion_column].strip() or None
+        joined[row[image_column].strip()] = (lesion, metadata.values(row))
+    return joined, metadata.dropped
 
 
 def _warn_on_ham_dx_mismatch(

@@ -2,27 +2,27 @@
 
 ``file`` is relative to the folder or to its ``images/`` subfolder and may name any image
 or DICOM file. A manifest is multi-label if and only if some label cell holds ``|``; then
-``No Finding`` is the empty label tuple. A group column (``group``, ``patient_id`` or
-``lesion_id``) keeps a patient's images in one carved split; without a ``split`` column
-the splits are carved. Extra columns become metadata, except those that name a person.
+``No Finding`` is the empty label tuple. A group column keeps a patient's images in one
+carved split and is stored only as a salted hash: ``group``, else the coarsest of the
+patient-like then lesion-like columns (:data:`_GROUP_COLUMNS`, names matched as
+:func:`~archives.privacy.normalise` writes them). Without a ``split`` column the splits
+are carved. Extra columns become metadata only if they are on the metadata allowlist
+(:func:`~archives.privacy.metadata_columns`); the others are dropped and named.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from archives.label_sets import NO_FINDING, ordered_label_space
-from archives.privacy import is_identifying_key
+from archives.privacy import metadata_columns, normalise
 from archives.records import MISSING_IMAGE, OUTSIDE_ROOT, Archive, ArchiveError, Sample
 from archives.splits import Carver, group_of, normalise_split, with_carved_splits
 from archives.tables import find_column, read_csv, require_column
 from labels import Task
-
-logger = logging.getLogger(__name__)
 
 NAME = "manifest"
 LOOKS_FOR = "labels.csv"
@@ -31,7 +31,12 @@ FILE_KIND = ""
 _LABELS_FILE = "labels.csv"
 _FILE_COLUMNS = ("file", "path", "filename", "image")
 _LABEL_COLUMNS = ("label", "labels")
-_GROUP_COLUMNS = ("group", "patient_id", "lesion_id")
+# Normalised names of group columns, the one chosen first: an explicit group, then the
+# patient-like ones, then the lesion-like ones (a patient may have several lesions).
+_GROUP_COLUMNS = (
+    *("group", "patientid", "patient", "subjectid", "subject", "participantid"),
+    *("participant", "personid", "lesionid", "lesion"),
+)
 
 
 def detect(root: Path) -> bool:
@@ -60,14 +65,10 @@ def read(root: Path, carve: Carver) -> Archive:
     file_column = require_column(header, _FILE_COLUMNS, labels_path, "labels.csv")
     label_column = require_column(header, _LABEL_COLUMNS, labels_path, "labels.csv")
     split_column = find_column(header, ("split",))
-    group_column = find_column(header, _GROUP_COLUMNS)
-    used = {file_column, label_column, split_column, group_column}
-    dropped = [name for i, name in enumerate(header) if i not in used and is_identifying_key(name)]
-    if dropped:
-        logger.info("%s: not keeping identifying columns %s", labels_path, ", ".join(dropped))
-    metadata_columns = [
-        (i, name) for i, name in enumerate(header) if i not in used and not is_identifying_key(name)
-    ]
+    group_column = _group_column(header)
+    metadata = metadata_columns(
+        header, used={file_column, label_column, split_column, group_column}
+    )
 
     skipped: Counter[str] = Counter()
     first_line: dict[str, int] = {}
@@ -92,8 +93,8 @@ def read(root: Path, carve: Carver) -> Archive:
             continue
         split = "" if split_column is None else normalise_split(row[split_column], where)
         group = None if group_column is None else (row[group_column].strip() or None)
-        metadata = {name: row[i].strip() for i, name in metadata_columns if row[i].strip()}
-        kept.append(_ManifestRow(line, key, path, row[label_column], split, group, metadata))
+        values = metadata.values(row)
+        kept.append(_ManifestRow(line, key, path, row[label_column], split, group, values))
 
     task = Task.MULTI_LABEL if any("|" in row.label for row in kept) else Task.SINGLE_LABEL
     samples = [_manifest_sample(row, task) for row in kept]
@@ -101,7 +102,16 @@ def read(root: Path, carve: Carver) -> Archive:
     if split_column is None:
         assign = carve.train_val_test([group_of(sample) for sample in samples])
         samples = with_carved_splits(samples, assign, from_split="")
-    return Archive(root, NAME, task, codes, names, tuple(samples), dict(skipped))
+    return Archive(root, NAME, task, codes, names, tuple(samples), dict(skipped), metadata.dropped)
+
+
+def _group_column(header: list[str]) -> int | None:
+    """The index of the group column (the first of :data:`_GROUP_COLUMNS`), or None."""
+    normalised = [normalise(name) for name in header]
+    for name in _GROUP_COLUMNS:
+        if name in normalised:
+            return normalised.index(name)
+    return None
 
 
 def _manifest_file(root: Path, relative: PurePosixPath) -> Path | None:

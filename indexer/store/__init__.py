@@ -32,7 +32,7 @@ run their own short transaction. SQLite connections use WAL, foreign keys and a 
 timeout.
 """
 
-from indexer.group_keys import DEFAULT_GROUP_SALT, hash_group_key
+from indexer.group_keys import hash_group_key
 from indexer.store.errors import StoreError
 from indexer.store.front import MetadataStore
 from indexer.store.jobs import JOB_DIED_MESSAGE
@@ -51,7 +51,6 @@ from indexer.store.records import (
 from indexer.store.tables import Base, Case, Collection, IdCounter, IndexVersion, Job, utcnow
 
 __all__ = [
-    "DEFAULT_GROUP_SALT",
     "JOB_DIED_MESSAGE",
     "Base",
     "Case",

@@ -22,7 +22,7 @@ from indexer.store.records import (
     EnsuredCollection,
     record_from_row,
 )
-from indexer.store.tables import Collection, utcnow
+from indexer.store.tables import Case, Collection, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,53 @@ def set_collection_checkpoint(
     )
     if done.rowcount == 0:  # type: ignore[attr-defined]
         raise StoreError(f"collection id {collection_id} does not exist")
+
+
+def check_group_salt(
+    session: Session, collection_id: int, fingerprint: str, *, adding: bool
+) -> None:
+    """Refuse (:class:`StoreError`) a build whose salt cannot be the one of the collection's
+    hashed group keys: a salt of another fingerprint while it holds hashed keys, or
+    ``adding`` hashes to keys hashed before a fingerprint was recorded (docs/indexer.md)."""
+    row = session.get(Collection, collection_id)
+    if row is None:
+        raise StoreError(f"collection id {collection_id} does not exist")
+    if row.group_salt_fingerprint == fingerprint or not _holds_group_hashes(session, row.id):
+        return
+    if row.group_salt_fingerprint is not None:
+        raise StoreError(
+            f"collection {row.name!r} holds patient/lesion keys hashed with another "
+            f"MEDRET_GROUP_SALT (fingerprint {row.group_salt_fingerprint[:12]}…, this salt's "
+            f"{fingerprint[:12]}…), and hashes under different salts never match: set the "
+            "salt it was indexed with, or index into a new collection"
+        )
+    if adding:
+        raise StoreError(
+            f"collection {row.name!r} holds patient/lesion keys hashed before the salt was "
+            "recorded; run a full reindex once (it hashes every case again with "
+            "MEDRET_GROUP_SALT), then add to it"
+        )
+
+
+def record_group_salt(session: Session, collection_id: int, fingerprint: str) -> None:
+    """Record that the collection's group keys are hashed with the salt of ``fingerprint``,
+    in the transaction that writes them (checked again: :func:`check_group_salt`)."""
+    lock_collection(session, collection_id)
+    check_group_salt(session, collection_id, fingerprint, adding=False)
+    session.execute(
+        update(Collection)
+        .where(Collection.id == collection_id)
+        .values(group_salt_fingerprint=fingerprint)
+    )
+
+
+def _holds_group_hashes(session: Session, collection_id: int) -> bool:
+    found = session.scalar(
+        select(Case.id)
+        .where(Case.collection_id == collection_id, Case.group_key_hash.is_not(None))
+        .limit(1)
+    )
+    return found is not None
 
 
 def lock_collection(session: Session, collection_id: int) -> None:

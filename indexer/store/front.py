@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from indexer.group_keys import group_salt_fingerprint
 from indexer.store import case_filters, cases, collections, jobs, migrations, versions
 from indexer.store import ids as id_counter
 from indexer.store.engine import (
@@ -152,6 +153,18 @@ class MetadataStore:
             checkpoint_sha256=checkpoint_sha256,
             checkpoint_path=checkpoint_path,
         )
+
+    def check_group_salt(self, collection_id: int, salt: str, *, adding: bool) -> None:
+        """Refuse a build whose salt is not the one of the collection's hashed group keys
+        (:func:`indexer.store.collections.check_group_salt`; only its fingerprint is kept)."""
+        fingerprint = group_salt_fingerprint(salt)
+        with self._read() as session:
+            collections.check_group_salt(session, collection_id, fingerprint, adding=adding)
+
+    def record_group_salt(self, session: Session, collection_id: int, salt: str) -> None:
+        """Record the fingerprint of the salt of the group keys a build writes, in the
+        caller's transaction (refused like :meth:`check_group_salt`)."""
+        collections.record_group_salt(session, collection_id, group_salt_fingerprint(salt))
 
     def get_collection(self, name: str) -> CollectionInfo:
         """The collection called ``name``; :class:`StoreError` if there is none."""

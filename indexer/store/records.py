@@ -75,6 +75,7 @@ class CollectionInfo:
     label_codes: tuple[str, ...]
     label_names: tuple[str, ...]
     created_at: dt.datetime
+    group_salt_fingerprint: str | None  # of the salt of its group key hashes; None: unknown
 
 
 @dataclasses.dataclass(frozen=True)

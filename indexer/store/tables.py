@@ -1,7 +1,8 @@
 """The store's SQL tables (SQLAlchemy 2 typed declarative models).
 
 ``collections``
-    A named archive indexed with one model checkpoint (its SHA-256, path, task and labels).
+    A named archive indexed with one model checkpoint (its SHA-256, path, task and labels),
+    and the fingerprint of the salt its cases' group keys are hashed with.
 ``cases``
     One image: external id (dataset key or file path), source URI, content hash (the same
     image twice is one case), label codes, split, non-identifying metadata and a salted
@@ -122,6 +123,9 @@ class Collection(Base):
     label_codes: Mapped[list[str]] = mapped_column(JSONType)
     label_names: Mapped[list[str]] = mapped_column(JSONType)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # group_salt_fingerprint() of the salt its group_key_hash values were made with (None:
+    # not yet recorded, e.g. a collection written before revision 0002).
+    group_salt_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class Case(Base):

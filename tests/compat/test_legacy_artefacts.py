@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 FIXTURE = Path(__file__).resolve().parent / "legacy_main"
 BUILT_UNDER = "/tmp/medret-legacy"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
-ALEMBIC_HEAD = "0001"
+LEGACY_REVISION = "0001"  # the schema revision the old main wrote
 
 
 @pytest.fixture
@@ -60,18 +60,65 @@ def test_an_old_checkpoint_loads_with_its_labels_and_hash(legacy: Path) -> None:
     assert loaded.sha256 == stored == file_sha256(legacy / "checkpoint.safetensors")
 
 
-def test_an_old_database_opens_without_a_migration(legacy: Path) -> None:
-    from indexer.store import MetadataStore
+def test_an_old_database_is_migrated_in_place_and_keeps_its_cases(legacy: Path) -> None:
+    from indexer.store import MetadataStore, StoreError, head_revision
 
-    store = MetadataStore.open(database_url(legacy), migrate=False)  # refuses an old schema
+    with pytest.raises(StoreError, match=f"at schema revision {LEGACY_REVISION}, but"):
+        MetadataStore.open(database_url(legacy), migrate=False)
+    store = MetadataStore.open(database_url(legacy))  # what every service start does
     try:
         (collection,) = store.list_collections()
         assert collection.name == "legacy"
         assert store.count_cases(collection.id) == 12
+        assert collection.group_salt_fingerprint is None  # old main recorded no salt
     finally:
         store.close()
     with sqlite3.connect(legacy / "data" / "medret.db") as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(ALEMBIC_HEAD,)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (head_revision(),)
+        ]
+
+
+def test_an_old_collection_adopts_the_salt_of_its_next_full_build(legacy: Path) -> None:
+    """Old main hashed group keys with its public default salt and recorded none: adding to
+    them is refused; a full build hashes every case again and records the salt."""
+    from indexer.builder import IndexBuilder, IndexerConfig
+    from indexer.group_keys import group_salt_fingerprint, hash_group_key
+    from indexer.store import MetadataStore, StoreError
+    from support.group_salt import OTHER_GROUP_SALT, TEST_GROUP_SALT
+
+    labels = legacy / "archive" / "labels.csv"
+    rows = labels.read_text().splitlines()
+    groups = {row.split(",")[0]: f"P{i // 2}" for i, row in enumerate(rows[1:])}
+    labels.write_text(
+        "\n".join([rows[0] + ",group", *(f"{row},{groups[row.split(',')[0]]}" for row in rows[1:])])
+    )
+    with sqlite3.connect(legacy / "data" / "medret.db") as db:
+        for key, group in groups.items():
+            old = hash_group_key(group, "medret")  # the old default salt
+            db.execute("UPDATE cases SET group_key_hash = ? WHERE external_id = ?", (old, key))
+
+    def build(salt: str, mode: str) -> None:
+        cfg = IndexerConfig(data_dir=legacy / "data", group_salt=salt, workers=0, progress=False)
+        IndexBuilder(store, cfg).build(
+            "legacy", legacy / "checkpoint.safetensors", legacy / "archive", mode=mode
+        )
+
+    store = MetadataStore.open(database_url(legacy))
+    try:
+        with pytest.raises(StoreError, match="hashed before the salt was recorded; run a full"):
+            build(TEST_GROUP_SALT, "add")
+        build(TEST_GROUP_SALT, "full")
+        collection = store.get_collection("legacy")
+        assert collection.group_salt_fingerprint == group_salt_fingerprint(TEST_GROUP_SALT)
+        cases = store.get_cases(store.find_case_ids(collection.id, external_ids=list(groups)))
+        assert {case.external_id: case.group_key_hash for case in cases.values()} == {
+            key: hash_group_key(group, TEST_GROUP_SALT) for key, group in groups.items()
+        }
+        with pytest.raises(StoreError, match="hashed with another MEDRET_GROUP_SALT"):
+            build(OTHER_GROUP_SALT, "add")
+    finally:
+        store.close()
 
 
 def test_an_old_index_version_answers_queries_as_it_did(legacy: Path) -> None:

@@ -8,6 +8,8 @@ The schema and lint checks are ``make docker-lint`` (hadolint, check-jsonschema)
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,29 @@ def test_every_interpolated_variable_is_documented_in_env_example() -> None:
     assert not interpolated - documented, sorted(interpolated - documented)
 
 
+def test_the_database_password_is_required_and_its_placeholder_refused(tmp_path: Path) -> None:
+    """Compose stops without POSTGRES_PASSWORD; the entrypoint refuses the example's value."""
+    text = COMPOSE.read_text()
+    assert re.search(r"POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?[^}]+\}", text)
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.M))
+    password = values["POSTGRES_PASSWORD"]
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "migrate"],
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "POSTGRES_PASSWORD": password,
+            "MEDRET_DATABASE_URL": f"postgresql+psycopg://medret:{password}@db/medret",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "POSTGRES_PASSWORD is a placeholder" in result.stderr
+
+
 def test_the_admin_token_placeholder_is_refused_by_the_service() -> None:
     values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.M))
     with pytest.raises(ValueError, match="MEDRET_ADMIN_TOKEN must be at least"):
@@ -95,9 +120,12 @@ def test_api_waits_for_a_healthy_database_and_uses_it(compose: dict[str, Any]) -
         assert services[name]["env_file"] == ".env"
 
 
-def test_api_publishes_port_8000_with_a_health_check(compose: dict[str, Any]) -> None:
+def test_api_publishes_port_8000_on_loopback_with_a_health_check(
+    compose: dict[str, Any],
+) -> None:
     api = compose["services"]["api"]
-    assert "8000:8000" in api["ports"]
+    # compose fills in API_PUBLISH_ADDRESS, 127.0.0.1 when it is unset: never all interfaces
+    assert api["ports"] == ["${API_PUBLISH_ADDRESS:-127.0.0.1}:8000:8000"]
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
     assert any(str(v).endswith(":/data") for v in api["volumes"])
 

@@ -41,6 +41,9 @@ esac
 eval "exit \\${FAKE_EXIT_$command:-0}"
 """
 
+STRONG_PASSWORD = "Xq7-2vLk9_pR4tWm8zNc"
+POSTGRES_URL = f"postgresql+psycopg://medret:{STRONG_PASSWORD}@db:5432/medret"
+
 NO_COLLECTIONS: list[object] = []
 ACTIVE = [{"collection": "derm", "cases": 3, "versions": [{"version": 1, "active": True}]}]
 INACTIVE_ONLY = [
@@ -147,7 +150,7 @@ def test_postgres_migration_is_retried_until_the_database_answers(
 ) -> None:
     result = entrypoint.run(
         "api",
-        MEDRET_DATABASE_URL="postgresql+psycopg://medret:secret@db:5432/medret",
+        MEDRET_DATABASE_URL=POSTGRES_URL,
         MEDRET_DB_WAIT_S="30",
         FAKE_MIGRATE_FAILURES="1",
         FAKE_LIST=json.dumps(ACTIVE),
@@ -155,13 +158,13 @@ def test_postgres_migration_is_retried_until_the_database_answers(
     assert result.returncode == 0, result.stderr
     assert entrypoint.calls() == ["migrate", "migrate", "index --list", "serve"]
     assert "retrying" in result.stderr
-    assert "secret" not in result.stderr  # the URL, with its password, is never printed
+    assert STRONG_PASSWORD not in result.stderr  # the URL, with its password, is never printed
 
 
 def test_postgres_that_never_answers_fails_with_a_clear_message(entrypoint: Entrypoint) -> None:
     result = entrypoint.run(
         "api",
-        MEDRET_DATABASE_URL="postgresql+psycopg://medret:secret@db:5432/medret",
+        MEDRET_DATABASE_URL=POSTGRES_URL,
         MEDRET_DB_WAIT_S="0",
         FAKE_MIGRATE_FAILURES="100",
     )
@@ -177,6 +180,48 @@ def test_a_bad_wait_setting_is_refused(entrypoint: Entrypoint) -> None:
     assert result.returncode == 1
     assert "MEDRET_DB_WAIT_S" in result.stderr
     assert entrypoint.calls() == []
+
+
+@pytest.mark.parametrize("password", ["CHANGE_ME", "change-me", "postgres", "Password"])
+@pytest.mark.parametrize("command", ["api", "migrate", "index"])
+def test_a_placeholder_database_password_is_refused(
+    entrypoint: Entrypoint, command: str, password: str
+) -> None:
+    result = entrypoint.run(
+        command, MEDRET_DATABASE_URL=f"postgresql+psycopg://medret:{password}@db:5432/medret"
+    )
+    assert result.returncode == 1
+    assert "MEDRET_DATABASE_URL is a placeholder" in result.stderr
+    assert "secrets.token_urlsafe" in result.stderr
+    assert entrypoint.calls() == []  # nothing ran, not even the migration
+
+
+def test_a_short_or_placeholder_postgres_password_variable_is_refused(
+    entrypoint: Entrypoint,
+) -> None:
+    result = entrypoint.run("api", POSTGRES_PASSWORD="hunter2", MEDRET_DATABASE_URL=POSTGRES_URL)
+    assert result.returncode == 1
+    assert "POSTGRES_PASSWORD is shorter than 16 characters" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert entrypoint.calls() == []
+    short_in_url = POSTGRES_URL.replace(STRONG_PASSWORD, "s3cr3t%21")  # percent-encoded
+    result = entrypoint.run("serve", MEDRET_DATABASE_URL=short_in_url)
+    assert result.returncode == 1
+    assert "MEDRET_DATABASE_URL is shorter than 16 characters" in result.stderr
+    result = entrypoint.run("index", "--list", POSTGRES_PASSWORD="change_me")
+    assert "POSTGRES_PASSWORD is a placeholder" in result.stderr
+    assert entrypoint.calls() == []
+
+
+def test_a_strong_password_or_none_in_the_url_is_accepted(entrypoint: Entrypoint) -> None:
+    result = entrypoint.run(
+        "index", "--list", POSTGRES_PASSWORD=STRONG_PASSWORD, MEDRET_DATABASE_URL=POSTGRES_URL
+    )
+    assert result.returncode == 0, result.stderr
+    result = entrypoint.run("serve", MEDRET_DATABASE_URL="postgresql+psycopg://medret@db/medret")
+    assert result.returncode == 0, result.stderr  # no password: peer or .pgpass authentication
+    assert entrypoint.calls() == ["index --list", "serve"]
+    assert entrypoint.run("sh", "-c", "true", POSTGRES_PASSWORD="x").returncode == 0  # debugging
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-x"], ["frobnicate", "now"]])

@@ -22,6 +22,7 @@ from indexer.search import CollectionIndex, SearchError
 from indexer.store import JobState, MetadataStore
 from model.checkpoint import load_checkpoint
 from support.checkpoints import make_checkpoint
+from support.group_salt import SALT_ENVIRONMENT, TEST_GROUP_SALT
 from support.images import write_image_folder
 from support.real_data import HAM_CODES
 
@@ -30,9 +31,10 @@ from support.real_data import HAM_CODES
 def env(tmp_path: Path):
     data_dir = tmp_path / "data"
     store = MetadataStore.open(f"sqlite:///{tmp_path / 'medret.db'}")
-    builder = IndexBuilder(
-        store, IndexerConfig(data_dir=data_dir, workers=0, progress=False, batch_size=16)
+    cfg = IndexerConfig(
+        data_dir=data_dir, group_salt=TEST_GROUP_SALT, workers=0, progress=False, batch_size=16
     )
+    builder = IndexBuilder(store, cfg)
     ckpt = make_checkpoint(tmp_path / "a.safetensors", ("A", "B"))
     yield store, builder, ckpt, tmp_path
     store.close()
@@ -229,7 +231,10 @@ def test_an_unknown_mode_is_refused_before_anything_starts(env) -> None:
     assert store.list_collections() == []
 
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MEDRET_")}
+CLEAN_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("MEDRET_")},
+    **SALT_ENVIRONMENT,
+}
 
 
 def medret(*args: str) -> subprocess.CompletedProcess[str]:

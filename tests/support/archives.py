@@ -196,6 +196,17 @@ def make_manifest(root: Path) -> Path:
     return root
 
 
+def make_grouped_manifest(root: Path, groups: Sequence[str] = ("P1", "P1", "P2", "P3")) -> Path:
+    """A labels.csv manifest of one image per group entry, labelled A or B in turn, with a
+    ``group`` (patient) column: indexing it stores hashed group keys."""
+    rows = []
+    for i, group in enumerate(groups):
+        write_image(root / "images" / f"g{i}.png", value=17 + 29 * i)
+        rows.append([f"images/g{i}.png", "AB"[i % 2], "train", group])
+    write_csv(root / "labels.csv", ["file", "label", "split", "group"], rows)
+    return root
+
+
 def make_class_folders(
     root: Path, classes: Sequence[str] = ("benign", "malignant"), per_class: int = 10
 ) -> Path:

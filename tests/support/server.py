@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from support.group_salt import SALT_ENVIRONMENT
 from support.service import ADMIN_TOKEN, ServiceEnv
 
 READY_WITHIN_S = 60
@@ -52,7 +53,8 @@ def free_port() -> int:
 
 
 def start_server(env: ServiceEnv, log_path: Path, **extra_env: str) -> LiveServer:
-    """``medret serve`` of ``env`` with the admin API on, once /readyz answers 200."""
+    """``medret serve`` of ``env`` with the admin API on (and the test salt), once /readyz
+    answers 200."""
     variables = {
         "MEDRET_DATA_DIR": str(env.data_dir),
         "MEDRET_DATABASE_URL": env.database_url,
@@ -60,6 +62,7 @@ def start_server(env: ServiceEnv, log_path: Path, **extra_env: str) -> LiveServe
         "MEDRET_ARCHIVE_ROOTS": str(env.archive_root),
         "MEDRET_RELOAD_INTERVAL_S": "0.3",
         "MEDRET_INDEX_WORKERS": "0",
+        **SALT_ENVIRONMENT,
         **extra_env,
     }
     return launch_server(variables, log_path, ready_path="/readyz")

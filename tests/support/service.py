@@ -9,6 +9,7 @@ from pathlib import Path
 from app.settings import Settings
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.store import MetadataStore
+from support.group_salt import TEST_GROUP_SALT
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # headers of an admin request
@@ -21,7 +22,14 @@ def build_collection(
     store = MetadataStore.open(url)
     try:
         builder = IndexBuilder(
-            store, IndexerConfig(data_dir=data_dir, workers=0, progress=False, batch_size=32)
+            store,
+            IndexerConfig(
+                data_dir=data_dir,
+                group_salt=TEST_GROUP_SALT,
+                workers=0,
+                progress=False,
+                batch_size=32,
+            ),
         )
         builder.build(name, checkpoint, source, layout=layout)
     finally:
@@ -41,6 +49,7 @@ class ServiceEnv:
             "data_dir": self.data_dir,
             "database_url": self.database_url,
             "admin_token": ADMIN_TOKEN,
+            "group_salt": TEST_GROUP_SALT,
             "archive_roots": [str(self.archive_root)],
             "reload_interval_s": 0.2,
             "index_workers": 0,

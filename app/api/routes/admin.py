@@ -40,7 +40,12 @@ def job_out(job: JobInfo, root: str = "") -> JobOut:
         **ADMIN_ERRORS,
         400: {"model": ErrorOut, "description": "bad request"},
         403: {"model": ErrorOut, "description": "the source is outside MEDRET_ARCHIVE_ROOTS"},
-        409: {"model": ErrorOut, "description": "a job already runs for this collection"},
+        409: {
+            "model": ErrorOut,
+            "description": "a job already runs for this collection, or its keys are hashed "
+            "with another MEDRET_GROUP_SALT",
+        },
+        503: {"model": ErrorOut, "description": "the service has no MEDRET_GROUP_SALT"},
     },
     summary="Start building a new index version from an archive (a background job)",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections import Counter
 from typing import Annotated
@@ -39,6 +40,7 @@ from app.schemas import (
 )
 from app.services import Services
 from imaging.decode import DecodedImage, DecodeLimits, ImageDecodeError, decode_image
+from imaging.limits import holding_reservations
 from indexer.search import Hit, SearchError
 from indexer.store import StoreError
 
@@ -46,7 +48,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["query"])
 
 PREVIEW_PX = 384
-FILTER_KEY = r"^[A-Za-z0-9_.-]{1,64}$"
+FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the metadata keys the store can look up
+MAX_FILTER_VALUE = 256  # characters: longer than any metadata value worth matching
+MAX_FILTERS = 20
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
@@ -56,7 +60,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         413: "the upload or the decoded image is too large",
         415: "not an image or DICOM file, or an unsupported format",
         422: "an image or DICOM file that cannot be decoded",
-        503: "no index loaded yet",
+        503: "no index loaded yet, or the server is busy decoding other large images (retry)",
     }.items()
 }
 
@@ -73,11 +77,28 @@ def runtime_for(services: Services, collection: str | None) -> CollectionRuntime
 
 
 def parse_filters(label: str | None, split: str | None, raw: list[str]) -> dict[str, str]:
+    """``?filter=key:value`` items (and ``label``, ``split``) as the store's filters; 400
+    for a malformed item, a key the store cannot look up or an over-long value (the query
+    parameter itself takes at most :data:`MAX_FILTERS` items)."""
     filters: dict[str, str] = {}
     for item in raw:
         key, sep, value = item.partition(":")
         if not sep or not key or not value:
-            raise ApiError(400, f"a filter is written key:value (e.g. modality:CR), not {item!r}")
+            raise ApiError(
+                400, f"a filter is written key:value (e.g. modality:CR), not {item[:80]!r}"
+            )
+        if not FILTER_KEY.fullmatch(key):
+            raise ApiError(
+                400,
+                f"filter key {key[:80]!r} is not a metadata key: use 1–64 letters, digits, "
+                "'_' or '-'",
+            )
+        if len(value) > MAX_FILTER_VALUE:
+            raise ApiError(
+                400,
+                f"the value of filter {key!r} is {len(value)} characters long; "
+                f"at most {MAX_FILTER_VALUE} are allowed",
+            )
         filters[key] = value
     if label:
         filters["label"] = label
@@ -89,8 +110,9 @@ def parse_filters(label: str | None, split: str | None, raw: list[str]) -> dict[
 def decode_for(
     runtime: CollectionRuntime, data: bytes, limits: DecodeLimits
 ) -> tuple[DecodedImage, torch.Tensor]:
-    decoded = decode_image(data, limits)
-    return decoded, runtime.runner.canvas(decoded.pixels)
+    with holding_reservations():  # the resize to the canvas counts against the budget too
+        decoded = decode_image(data, limits)
+        return decoded, runtime.runner.canvas(decoded.pixels)
 
 
 def search_for(
@@ -156,7 +178,11 @@ async def query(
     ] = None,
     filter: Annotated[
         list[str],
-        Query(max_length=20, description="metadata filters key:value, e.g. modality:CR"),
+        Query(
+            max_length=MAX_FILTERS,
+            description="metadata filters key:value, e.g. modality:CR (key: 1–64 letters, "
+            f"digits, '_' or '-'; value: at most {MAX_FILTER_VALUE} characters)",
+        ),
     ] = [],  # noqa: B006 - FastAPI copies defaults
     preview: Annotated[
         bool, Query(description="include a PNG preview of the decoded image (the viewer)")
