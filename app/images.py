@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from archives.content import decode_content, sample_content
-from archives.records import ArrayRef, Sample
+from archives.content import decode_content, indexed_sample, sample_content
 from files.atomic import atomic_write_bytes
 from imaging.decode import DecodeErrorKind, DecodeLimits, ImageDecodeError, sniff_format
 from indexer.store import CaseInfo
@@ -41,16 +40,9 @@ class Picture:
     media_type: str
 
 
-def _sample(case: CaseInfo) -> Sample:
-    ref = ArrayRef.from_uri(case.source_uri)
-    if ref is not None:
-        return Sample(key=case.external_id, labels=(), split="", array=ref)
-    return Sample(key=case.external_id, labels=(), split="", path=Path(case.source_uri))
-
-
 def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
     try:
-        digest, content = sample_content(_sample(case), limits)
+        digest, content = sample_content(indexed_sample(case.external_id, case.source_uri), limits)
     except FileNotFoundError:
         raise CaseImageError(410, f"case {case.id}'s image is no longer in the archive") from None
     except (OSError, ValueError, KeyError, IndexError) as exc:

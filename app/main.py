@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
-from app.api.routes import admin, cases, ops, query, viewer
+from app.api.routes import admin, cases, explain, ops, query, viewer
 from app.errors import install_error_handlers
 from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     document_errors(app)
     app.include_router(query.router)
+    app.include_router(explain.router)
     app.include_router(cases.router)
     app.include_router(admin.router)
     app.include_router(ops.router)

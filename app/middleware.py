@@ -30,7 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and part headers around the file
 SMALL_BODY_LIMIT = 64 * 1024  # every request body but an upload (admin JSON)
-UPLOAD_ROUTES = frozenset({"/query"})  # the routes that take an image upload
+UPLOAD_ROUTES = frozenset({"/query", "/explain"})  # the routes that take an image upload
 
 
 class UploadTooLarge(HTTPException):

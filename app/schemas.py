@@ -45,9 +45,45 @@ class CaseOut(BaseModel):
     thumbnail_url: str
 
 
+class MapOut(BaseModel):
+    grid: list[list[float]] = Field(
+        description="relevance, 0 to 1, on the finest patch grid of the model's canvas: "
+        "cell (r, c) covers canvas pixels [r·p, (r+1)·p) × [c·p, (c+1)·p), p = patch_size"
+    )
+    overlay: str = Field(
+        description="PNG data URL: the letterboxed canvas with the map as a heat overlay"
+    )
+
+
+class ClassMapOut(MapOut):
+    code: str = Field(description="the class explained: the query's most probable one")
+    name: str
+
+
+class ExplanationOut(BaseModel):
+    case_id: int
+    collection: str
+    score: float = Field(description="the cosine similarity explained (the /query score)")
+    method: str
+    patch_size: int = Field(description="canvas pixels per grid cell, each way")
+    query_map: MapOut = Field(description="regions of the query that carry the score")
+    case_map: MapOut = Field(description="regions of the case that carry the score")
+
+
+class ExplainOut(ExplanationOut):
+    request_id: str
+    class_map: ClassMapOut = Field(description="regions of the query that drive its top class")
+    explain_ms: float
+
+
 class HitOut(CaseOut):
     rank: int = Field(ge=1)
     score: float = Field(description="cosine similarity of the embeddings, -1 to 1")
+    explanation: ExplanationOut | None = Field(
+        None,
+        description="with ?explain=N, for the top N cases: where the similarity comes from "
+        "(null otherwise, or when the case's image cannot be read)",
+    )
 
 
 class VoteOut(LabelOut):

@@ -9,12 +9,22 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
-from archives.records import ArchiveError, Sample
+from archives.records import ArchiveError, ArrayRef, Sample
 from imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode_file, decode_image
 from imaging.limits import check_byte_count
+
+
+def indexed_sample(key: str, source_uri: str) -> Sample:
+    """The sample an indexed case was read from, by the ``source_uri`` the indexer stored:
+    an array reference (``ArrayRef``) or a file path."""
+    ref = ArrayRef.from_uri(source_uri)
+    if ref is not None:
+        return Sample(key=key, labels=(), split="", array=ref)
+    return Sample(key=key, labels=(), split="", path=Path(source_uri))
 
 
 def sample_content(

@@ -57,6 +57,12 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(args)
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    from medret import explain
+
+    return explain.run_explain(args)
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     """Decode each file as the service would and print what it found, one JSON line each."""
     from imaging.decode import DecodeLimits, ImageDecodeError, decode_file
@@ -229,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_demo_arguments(p)
     p.set_defaults(handler=run_demo)
+
+    from medret.explain import add_explain_arguments
+
+    p = sub.add_parser(
+        "explain",
+        help="Write a PNG sheet of why a query's nearest cases are near (for reports).",
+        description=(
+            "Decode --image as the service does, search --collection's active index with "
+            "--checkpoint (the one the collection was indexed with) and write to --out a PNG "
+            "sheet: the query with the map of what drives its predicted class, then for each "
+            "of the --top-k nearest cases its image, the case's similarity map and the "
+            "query's map for that case, with rank, score and label. Maps: token gradient x "
+            "input over every scale, on the finest patch grid (docs/service.md). Prints a "
+            "JSON summary."
+        ),
+    )
+    add_explain_arguments(p)
+    p.set_defaults(handler=run_explain)
 
     p = sub.add_parser(
         "inspect",

@@ -251,7 +251,15 @@ class MultiScaleViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) → normalised [CLS] features (B, D)."""
-        tokens = torch.cat(self.scale_tokens(x), dim=1)  # (B, N, D)
+        return self.features_from_tokens(self.scale_tokens(x))
+
+    def features_from_tokens(self, scale_tokens: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`scale_tokens`' output → normalised [CLS] features (B, D): the encoder.
+
+        Split from :meth:`forward_features` so that explanations (:mod:`model.explain`)
+        can take gradients with respect to the patch tokens of every scale.
+        """
+        tokens = torch.cat(scale_tokens, dim=1)  # (B, N, D)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         h = self.pos_drop(torch.cat((cls, tokens), dim=1))  # (B, 1+N, D)
         for block in self.blocks:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SUBCOMMANDS = ["train", "evaluate", "ablate", "index", "serve", "demo", "inspect"]
+SUBCOMMANDS = ["train", "evaluate", "ablate", "index", "serve", "demo", "inspect", "explain"]
 
 
 def medret(*args: str) -> subprocess.CompletedProcess[str]:

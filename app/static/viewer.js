@@ -38,10 +38,23 @@
     dialogLabels: $("dialog-labels"),
     dialogScore: $("dialog-score"),
     dialogMetadata: $("dialog-metadata"),
+    queryStack: $("query-stack"),
+    caseStack: $("case-stack"),
+    explainQueryImage: $("explain-query-image"),
+    queryOverlay: $("query-overlay"),
+    caseOverlay: $("case-overlay"),
+    queryOverlayCaption: $("query-overlay-caption"),
+    overlayToggle: $("overlay-toggle"),
+    overlayOpacity: $("overlay-opacity"),
+    overlayKind: $("overlay-kind"),
+    explainStatus: $("explain-status"),
   };
 
   let busy = false;
   let lastFile = null;
+  let lastAnswer = null;
+  let explanation = null; // the /explain answer of the open case
+  let explainTicket = 0; // answers for a case closed meanwhile are dropped
 
   // ------------------------------------------------------------------ small builders
 
@@ -190,6 +203,7 @@
   // ------------------------------------------------------------------ rendering
 
   function renderAnswer(answer) {
+    lastAnswer = answer;
     renderQueryImage(answer.query);
     renderOod(answer.out_of_distribution, answer.index);
     renderPredictions(answer.predictions, answer.task);
@@ -305,6 +319,16 @@
 
   function openCase(hit) {
     el.dialogTitle.textContent = `Case ${hit.case_id} · rank ${hit.rank}`;
+    const [height, width] = lastAnswer.model.image_size;
+    for (const stack of [el.queryStack, el.caseStack]) {
+      stack.style.aspectRatio = `${width} / ${height}`; // the model's canvas
+    }
+    if (lastAnswer.query.preview) {
+      el.explainQueryImage.src = lastAnswer.query.preview;
+    } else {
+      el.explainQueryImage.removeAttribute("src");
+    }
+    el.explainQueryImage.alt = "The query image";
     el.dialogImage.src = hit.image_url;
     el.dialogImage.alt = `Case ${hit.case_id}`;
     el.dialogLabels.textContent = hit.labels.map(labelText).join(", ") || "no label";
@@ -318,13 +342,85 @@
     );
     el.dialog.showModal();
     el.dialogClose.focus();
+    explainCase(hit);
+  }
+
+  // ------------------------------------------------------------------ why similar
+
+  function clearExplanation() {
+    explainTicket += 1;
+    explanation = null;
+    for (const overlay of [el.queryOverlay, el.caseOverlay]) {
+      overlay.hidden = true;
+      overlay.removeAttribute("src");
+    }
+    el.explainStatus.textContent = "";
+  }
+
+  async function explainCase(hit) {
+    clearExplanation();
+    if (!lastFile) return;
+    const ticket = explainTicket;
+    el.explainStatus.textContent = "Computing the heat maps…";
+    const params = new URLSearchParams({ case_id: String(hit.case_id), collection: hit.collection });
+    const form = new FormData();
+    form.append("file", lastFile, lastFile.name || "upload");
+    let response;
+    let body = null;
+    try {
+      response = await fetch(`/explain?${params}`, { method: "POST", body: form });
+      body = await readJson(response);
+    } catch (err) {
+      if (ticket === explainTicket) {
+        el.explainStatus.textContent = "The heat maps are unavailable: the service cannot be reached.";
+      }
+      return;
+    }
+    if (ticket !== explainTicket) return;
+    if (!response.ok || body === null) {
+      const detail =
+        body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
+      el.explainStatus.textContent = `The heat maps are unavailable: ${detail}`;
+      return;
+    }
+    explanation = body;
+    el.explainStatus.textContent =
+      `Warm colours mark the regions that carry the similarity ${body.score.toFixed(3)} ` +
+      `(method: ${body.method}; one cell per ${body.patch_size} px of the model's canvas).`;
+    showOverlays();
+  }
+
+  function showOverlays() {
+    if (!explanation) return;
+    const byClass = el.overlayKind.value === "class";
+    const queryMap = byClass ? explanation.class_map : explanation.query_map;
+    el.queryOverlay.src = queryMap.overlay;
+    el.caseOverlay.src = explanation.case_map.overlay;
+    el.queryOverlayCaption.textContent = byClass
+      ? `Query · regions behind “${labelText(explanation.class_map)}”`
+      : "Query";
+    const opacity = String(Number(el.overlayOpacity.value) / 100);
+    for (const overlay of [el.queryOverlay, el.caseOverlay]) {
+      overlay.style.opacity = opacity;
+      overlay.hidden = !el.overlayToggle.checked;
+    }
+    el.overlayOpacity.disabled = !el.overlayToggle.checked;
+  }
+
+  for (const control of [el.overlayToggle, el.overlayOpacity, el.overlayKind]) {
+    control.addEventListener("input", showOverlays);
+    control.addEventListener("change", showOverlays);
   }
 
   el.dialogClose.addEventListener("click", () => el.dialog.close());
   el.dialog.addEventListener("click", (event) => {
     if (event.target === el.dialog) el.dialog.close(); // a click on the backdrop
   });
-  el.dialog.addEventListener("close", () => el.dialogImage.removeAttribute("src"));
+  el.dialog.addEventListener("close", () => {
+    el.dialogImage.removeAttribute("src");
+    el.explainQueryImage.removeAttribute("src");
+    clearExplanation();
+  });
 
   // ------------------------------------------------------------------ file input and drop
 

@@ -194,6 +194,62 @@ def test_upload_shows_predictions_cases_and_the_enlarged_case(
     assert viewer.errors == []
 
 
+def overlay_opacities(viewer: ViewerPage) -> list[str]:
+    opacities: list[str] = viewer.page.eval_on_selector_all(
+        "[data-testid=explain-overlay]", "imgs => imgs.map(i => getComputedStyle(i).opacity)"
+    )
+    return opacities
+
+
+def test_the_case_dialog_shows_both_heat_maps_and_their_controls(
+    viewer: ViewerPage, ham_image: bytes
+) -> None:
+    page = viewer.page
+    viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    viewer.wait_for_results()
+    case = viewer.testid("case").nth(1)
+    case_id = case.get_attribute("data-case-id")
+    with page.expect_response("**/explain?*") as answered:
+        case.click()
+    response = answered.value
+    assert response.ok, response.text()
+    assert f"case_id={case_id}" in response.url
+    explained = response.json()
+
+    overlays = viewer.testid("explain-overlay")
+    expect(overlays).to_have_count(2)
+    expect(overlays.first).to_be_visible()
+    expect(overlays.last).to_be_visible()
+    assert viewer.images_loaded("[data-testid=explain-overlay]") == [64, 64]  # the canvas
+    assert viewer.images_loaded("[data-testid=explain-query-image]")[0] > 0
+    assert viewer.images_loaded("[data-testid=dialog-image]")[0] > 0
+    sources = overlays.evaluate_all("imgs => imgs.map(i => i.src)")
+    assert sources == [explained["query_map"]["overlay"], explained["case_map"]["overlay"]]
+    expect(viewer.testid("explain-status")).to_contain_text(f"{explained['score']:.3f}")
+    assert overlay_opacities(viewer) == ["0.7", "0.7"]
+
+    viewer.testid("overlay-opacity").fill("30")  # the slider fades both maps
+    assert overlay_opacities(viewer) == ["0.3", "0.3"]
+    viewer.testid("overlay-toggle").uncheck()  # the toggle hides them
+    expect(overlays.first).to_be_hidden()
+    expect(overlays.last).to_be_hidden()
+    expect(viewer.testid("overlay-opacity")).to_be_disabled()
+    viewer.testid("overlay-toggle").check()
+    expect(overlays.first).to_be_visible()
+    assert overlay_opacities(viewer) == ["0.3", "0.3"]
+
+    viewer.testid("overlay-kind").select_option("class")  # the query's top class instead
+    expect(overlays.first).to_have_attribute("src", explained["class_map"]["overlay"])
+    expect(overlays.last).to_have_attribute("src", explained["case_map"]["overlay"])
+    top = viewer.testid("prediction").first.locator(".bar-label").inner_text()
+    expect(viewer.testid("query-overlay-caption")).to_contain_text(top)
+
+    page.keyboard.press("Escape")
+    expect(viewer.testid("case-dialog")).to_be_hidden()
+    expect(overlays.first).to_be_hidden()
+    assert viewer.errors == []
+
+
 def test_a_dropped_file_is_queried_with_the_chosen_top_k(
     viewer: ViewerPage, ham_image: bytes
 ) -> None:

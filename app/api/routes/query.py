@@ -17,6 +17,7 @@ from app.api.deps import ServicesDep
 from app.api.routes.cases import case_fields
 from app.batching import BatcherClosedError
 from app.errors import ApiError, decode_error
+from app.explanations import ExplanationUnsupportedError, hit_explanations
 from app.images import render_preview
 from app.logs import request_id_var
 from app.runner import Prediction
@@ -28,6 +29,7 @@ from app.runtime import (
 )
 from app.schemas import (
     ErrorOut,
+    ExplanationOut,
     HitOut,
     IndexOut,
     ModelOut,
@@ -51,6 +53,7 @@ PREVIEW_PX = 384
 FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the metadata keys the store can look up
 MAX_FILTER_VALUE = 256  # characters: longer than any metadata value worth matching
 MAX_FILTERS = 20
+MAX_EXPLAINED = 10  # ?explain=N: each explanation costs about two forward-backward passes
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
@@ -60,6 +63,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         413: "the upload or the decoded image is too large",
         415: "not an image or DICOM file, or an unsupported format",
         422: "an image or DICOM file that cannot be decoded",
+        501: "explanations asked for, but the collection's network cannot be explained",
         503: "no index loaded yet, or the server is busy decoding other large images (retry)",
     }.items()
 }
@@ -187,6 +191,14 @@ async def query(
     preview: Annotated[
         bool, Query(description="include a PNG preview of the decoded image (the viewer)")
     ] = False,
+    explain: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_EXPLAINED,
+            description="explain the top N cases: maps of where each similarity comes from",
+        ),
+    ] = 0,
 ) -> Response:
     started = time.perf_counter()
     runtime = runtime_for(services, collection)  # one snapshot for the whole request
@@ -209,6 +221,15 @@ async def query(
     except (SearchError, StoreError) as exc:
         raise ApiError(400, str(exc)) from None
     searched_at = time.perf_counter()
+    explanations: dict[int, ExplanationOut | None] = {}
+    if explain:
+        try:
+            explanations = await services.run(
+                hit_explanations, runtime, canvas, hits[:explain], services.limits
+            )
+        except ExplanationUnsupportedError as exc:
+            raise ApiError(501, str(exc)) from None
+        services.metrics.stage.labels("explain").observe(time.perf_counter() - searched_at)
 
     metrics = services.metrics
     metrics.stage.labels("decode").observe(decoded_at - started)
@@ -240,7 +261,13 @@ async def query(
         task=runtime.info.task,  # type: ignore[arg-type]
         predictions=predictions_out(runtime, prediction.probabilities),
         cases=[
-            HitOut(rank=h.rank, score=h.score, **case_fields(runtime, h.case, root)) for h in hits
+            HitOut(
+                rank=h.rank,
+                score=h.score,
+                explanation=explanations.get(h.case.id),
+                **case_fields(runtime, h.case, root),
+            )
+            for h in hits
         ],
         knn_vote=knn_vote(runtime, hits),
         out_of_distribution=OodOut(

@@ -1,0 +1,94 @@
+"""POST /explain: an image and an archived case in; which regions of each carry their
+similarity score, and which regions of the image drive its top class, out.
+
+The upload is decoded exactly as ``POST /query`` decodes it (same limits, same errors);
+the method is :mod:`model.explain` (docs/service.md, "POST /explain").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Response, UploadFile
+
+from app.api.deps import ServicesDep
+from app.api.routes.cases import IMAGE_ERRORS, served_case
+from app.api.routes.query import ERRORS, decode_for, runtime_for
+from app.batching import BatcherClosedError
+from app.errors import ApiError, decode_error
+from app.explanations import (
+    ExplanationUnsupportedError,
+    case_canvas,
+    full_explanation,
+)
+from app.images import CaseImageError
+from app.logs import request_id_var
+from app.schemas import ErrorOut, ExplainOut
+from imaging.decode import ImageDecodeError
+
+router = APIRouter(tags=["query"])
+
+EXPLAIN_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    404: {"model": ErrorOut, "description": "unknown collection, or no such case in it"},
+    409: IMAGE_ERRORS[409],
+    410: IMAGE_ERRORS[410],
+}
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainOut,
+    responses=EXPLAIN_ERRORS,
+    summary="Show which regions of an image and of an archived case make them similar",
+)
+async def explain(
+    services: ServicesDep,
+    file: Annotated[
+        UploadFile,
+        File(description="PNG, JPEG, TIFF, BMP, WebP or DICOM; recognised by content"),
+    ],
+    case_id: Annotated[
+        int, Query(ge=1, le=2**62, description="the case to compare with (from a query answer)")
+    ],
+    collection: Annotated[
+        str | None, Query(max_length=64, description="default: the case's own collection")
+    ] = None,
+) -> Response:
+    if collection is not None:
+        runtime_for(services, collection)  # 404 for an unknown collection, 503 if not ready
+    runtime, case = await services.run(served_case, services, case_id)
+    if collection is not None and runtime.name != collection:
+        raise ApiError(404, f"no case {case_id} in collection {collection!r}")
+    data = await file.read()
+    await file.close()
+    try:
+        _, canvas = await services.run(decode_for, runtime, data, services.limits)
+    except ImageDecodeError as exc:
+        raise decode_error(exc) from None
+    del data
+    try:
+        archived = await services.run(case_canvas, runtime, case, services.limits)
+    except CaseImageError as exc:
+        raise ApiError(exc.status, exc.detail) from None
+    try:
+        prediction = await runtime.runner.predict(canvas)
+    except BatcherClosedError:
+        raise ApiError(503, "the model is being replaced; retry in a moment") from None
+    explained_at = time.perf_counter()
+    try:
+        similarity, class_map = await services.run(
+            full_explanation, runtime, canvas, case, archived, prediction.probabilities
+        )
+    except ExplanationUnsupportedError as exc:
+        raise ApiError(501, str(exc)) from None
+    done = time.perf_counter()
+    services.metrics.stage.labels("explain").observe(done - explained_at)
+    answer = ExplainOut(
+        **similarity.model_dump(),
+        request_id=request_id_var.get(),
+        class_map=class_map,
+        explain_ms=(done - explained_at) * 1e3,
+    )
+    return Response(answer.model_dump_json(), media_type="application/json")

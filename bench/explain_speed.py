@@ -1,0 +1,96 @@
+"""Cost of an explanation against a query's embed time, on the CPU, side by side.
+
+    python bench/explain_speed.py [--rounds 7] [--threads 2]
+
+For the CPU recipe (tiny, 4 blocks, 96 px; ``configs/cpu_recipe.yaml``) and the small
+224-px model, freshly initialised, one random query canvas and one random case canvas:
+
+* embed: :func:`model.inference.infer` of the query (what ``POST /query`` spends on it);
+* one map: :func:`model.explain.explain_class` (one forward + backward);
+* similarity: :func:`model.explain.explain_similarity` (both maps of one query/case pair);
+* explanation: similarity + the query's class map from the same forward
+  (``class_index``), what ``POST /explain`` spends.
+
+The four are timed in alternating rounds (machine noise hits them alike); the script
+prints the median seconds of each and their ratio to the embed time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import yaml
+
+from imaging.preprocessing import PreprocessConfig
+from model.config import ModelConfig
+from model.explain import explain_class, explain_similarity
+from model.inference import infer
+from model.vit import MultiScaleViT, build_model
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu_recipe.yaml"
+
+
+def recipe_config() -> ModelConfig:
+    """The model of the CPU recipe, as its YAML describes it."""
+    model = dict(yaml.safe_load(RECIPE.read_text())["model"])
+    return ModelConfig.from_variant(model.pop("variant"), num_classes=7, **model)
+
+
+def median_seconds(work: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median wall time of each piece of work, timed in alternating rounds after a warm-up."""
+    for run in work.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in work}
+    for _ in range(rounds):
+        for name, run in work.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def bench(name: str, cfg: ModelConfig, rounds: int) -> None:
+    torch.manual_seed(0)
+    network = build_model(cfg).eval()
+    assert isinstance(network, MultiScaleViT)
+    prep = PreprocessConfig(image_size=cfg.image_size)
+    cpu = torch.device("cpu")
+    h, w = cfg.image_size
+    query = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+    case = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+    work: dict[str, Callable[[], object]] = {
+        "embed": lambda: infer(network, query.unsqueeze(0), prep, cpu),
+        "one map": lambda: explain_class(network, query, prep, cpu, 0),
+        "similarity": lambda: explain_similarity(network, query, case, prep, cpu),
+        "explanation": lambda: explain_similarity(network, query, case, prep, cpu, class_index=0),
+    }
+    seconds = median_seconds(work, rounds)
+    print(f"{name}: {cfg.variant}, {cfg.depth} blocks, {cfg.width} wide, {h}x{w}")
+    print(f"  {'':<12} {'median ms':>10} {'× embed':>8}")
+    for piece, value in seconds.items():
+        print(f"  {piece:<12} {value * 1e3:>10.1f} {value / seconds['embed']:>8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median reported)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, {args.rounds} rounds"
+    )
+    bench("CPU recipe", recipe_config(), args.rounds)
+    bench("small 224 px", ModelConfig.from_variant("small", num_classes=7), args.rounds)
+
+
+if __name__ == "__main__":
+    main()

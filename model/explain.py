@@ -1,0 +1,150 @@
+"""Which regions carry a similarity score or a predicted class: token-level gradient × input.
+
+For a scalar the network computes from an image — the cosine similarity of its embedding
+with a case's, or the logit of a class — the relevance of each patch token of every
+scale is the dot product of the token with the gradient of that scalar with respect to
+it (gradient × input, Shrikumar et al. 2016, "Not just a black box"; applied to the
+tokens of a transformer as in Chefer et al. 2021, "Transformer interpretability beyond
+attention visualization"). To first order it is the token's contribution to the scalar.
+
+Maps from every scale are folded onto the finest grid (level 0: one cell per
+``patch_size`` pixels of the canvas): a token of level ``l`` covers ``2**l`` × ``2**l``
+finest cells, and adds its relevance to each of them. Negative relevance (evidence
+against) is set to 0, and the map is divided by its maximum, so values lie in [0, 1]
+(all zeros when nothing speaks for the score). A similarity is explained on both
+sides: the query's map with the case's embedding fixed, and the other way round.
+
+Limits: first-order (a region can matter through interactions the gradient does not
+show); the grid is as coarse as the patches (16 px of a 96 or 224 px canvas); the map
+explains the model, not the diagnosis. The computation runs in float32 without autocast
+and is deterministic for a given model and input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from imaging.preprocessing import PreprocessConfig, normalise
+from model.vit import MultiScaleViT
+
+METHOD = "token gradient × input, all scales folded onto the finest grid"
+
+
+@dataclass(frozen=True)
+class SimilarityExplanation:
+    query_map: np.ndarray  # (rows, cols) float32 in [0, 1], over the query's canvas
+    case_map: np.ndarray  # (rows, cols) float32 in [0, 1], over the case's canvas
+    score: float  # the cosine similarity explained
+    class_map: np.ndarray | None = None  # the query's map for ``class_index``, if asked
+    method: str = METHOD
+
+
+def _tokens_of(
+    network: MultiScaleViT,
+    canvases: torch.Tensor,
+    preprocessing: PreprocessConfig,
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """The patch tokens of every scale of uint8 canvases (B, 3, H, W), as leaves that
+    gradients are taken with respect to."""
+    x = normalise(canvases.to(device), preprocessing)
+    with torch.no_grad():
+        return [t.detach().requires_grad_(True) for t in network.scale_tokens(x)]
+
+
+def _grid_of(
+    grads: tuple[torch.Tensor, ...],
+    tokens: list[torch.Tensor],
+    index: int,
+    canvas_size: torch.Size,
+    patch_size: int,
+) -> np.ndarray:
+    """Gradient × input of sample `index`, per token of every scale, on the finest grid."""
+    per_scale = [(g[index] * t[index]).sum(-1).detach() for g, t in zip(grads, tokens, strict=True)]
+    return fold_scales(per_scale, canvas_size, patch_size)
+
+
+def fold_scales(
+    per_scale: list[torch.Tensor], canvas_size: tuple[int, int] | torch.Size, patch_size: int
+) -> np.ndarray:
+    """Per-scale token relevances (n_l,) → one (rows, cols) map in [0, 1] (module text)."""
+    rows, cols = int(canvas_size[0]) // patch_size, int(canvas_size[1]) // patch_size
+    total = torch.zeros(rows, cols, dtype=torch.float32)
+    height, width = int(canvas_size[0]), int(canvas_size[1])
+    for level, relevance in enumerate(per_scale):
+        h_l, w_l = (height >> level) // patch_size, (width >> level) // patch_size
+        grid = relevance.float().cpu().reshape(h_l, w_l)
+        spread = grid.repeat_interleave(2**level, 0).repeat_interleave(2**level, 1)
+        total[: spread.shape[0], : spread.shape[1]] += spread[:rows, :cols]
+    total.clamp_(min=0)
+    peak = float(total.max())
+    if peak > 0:
+        total /= peak
+    return total.numpy()
+
+
+def explain_similarity(
+    network: MultiScaleViT,
+    query_canvas: torch.Tensor,
+    case_canvas: torch.Tensor,
+    preprocessing: PreprocessConfig,
+    device: torch.device,
+    *,
+    class_index: int | None = None,
+) -> SimilarityExplanation:
+    """Maps of the query and the case (uint8 (3, H, W) canvases) for their cosine score,
+    and, with ``class_index``, the query's map for that class's logit.
+
+    One forward of the pair as a batch of two, and one backward of
+    ``e_q · sg(e_c) + e_c · sg(e_q)`` (``sg``: no gradient), which gives each side's
+    gradient of the score with the other side held fixed; the class map takes one more
+    backward through the same graph.
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.enable_grad():
+            pair = torch.stack([query_canvas, case_canvas])
+            tokens = _tokens_of(network, pair, preprocessing, device)
+            embedding = network.embed_head(network.features_from_tokens(tokens))  # (2, E)
+            unit = nn.functional.normalize(embedding.float(), dim=-1)
+            query, case = unit[0], unit[1]
+            target = (query * case.detach()).sum() + (case * query.detach()).sum()
+            grads = torch.autograd.grad(target, tokens, retain_graph=class_index is not None)
+            class_grads = None
+            if class_index is not None:
+                logit = network.classifier(embedding)[0, class_index]
+                class_grads = torch.autograd.grad(logit, tokens)
+    finally:
+        network.train(was_training)
+    size, patch = query_canvas.shape[-2:], network.cfg.patch_size
+    return SimilarityExplanation(
+        query_map=_grid_of(grads, tokens, 0, size, patch),
+        case_map=_grid_of(grads, tokens, 1, case_canvas.shape[-2:], patch),
+        score=float((query * case).sum().detach()),
+        class_map=None if class_grads is None else _grid_of(class_grads, tokens, 0, size, patch),
+    )
+
+
+def explain_class(
+    network: MultiScaleViT,
+    canvas: torch.Tensor,
+    preprocessing: PreprocessConfig,
+    device: torch.device,
+    class_index: int,
+) -> np.ndarray:
+    """The map of what drives the logit of ``class_index`` for one uint8 (3, H, W) canvas."""
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.enable_grad():
+            tokens = _tokens_of(network, canvas.unsqueeze(0), preprocessing, device)
+            embedding = network.embed_head(network.features_from_tokens(tokens))
+            grads = torch.autograd.grad(network.classifier(embedding)[0, class_index], tokens)
+    finally:
+        network.train(was_training)
+    return _grid_of(grads, tokens, 0, canvas.shape[-2:], network.cfg.patch_size)

@@ -1,0 +1,268 @@
+"""Honesty checks of the explanations (issue 14): localisation, model randomisation,
+determinism, and the folding of every scale onto the finest grid.
+
+A small MultiScaleViT is trained here, in a few seconds, on generated canvases whose
+class is decided only by a striped square at a random place (support/explain_data.py);
+its maps must point at that square, and must change when the weights are re-initialised
+(Adebayo et al. 2018, "Sanity checks for saliency maps"). The measured figures are
+logged (run with ``--log-cli-level=INFO``) and recorded in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from imaging.preprocessing import PreprocessConfig, normalise
+from model.config import ModelConfig
+from model.explain import METHOD, explain_class, explain_similarity, fold_scales
+from model.vit import MultiScaleViT, build_model
+from support.explain_data import PatternImages, cells_touching, pattern_images
+
+CANVAS, PATCH = 64, 8  # an 8×8 finest grid; the pyramid adds a 4×4 level
+CPU = torch.device("cpu")
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trained:
+    network: MultiScaleViT
+    preprocessing: PreprocessConfig
+    held_out: PatternImages
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on the 2 shared CI cores two threads are ~20× slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config() -> ModelConfig:
+    return ModelConfig.from_variant(
+        "tiny",
+        num_classes=2,
+        depth=2,
+        width=64,
+        heads=2,
+        embed_dim=64,
+        patch_size=PATCH,
+        image_size=CANVAS,
+        dropout=0.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(_one_thread: None) -> Trained:
+    """300 Adam steps of cross-entropy on 1024 canvases (about 15 s on one core).
+
+    The localisation figures depend on the training seed, not only on the method: with
+    ``torch.manual_seed`` 0, 1, 2, 3 the class map peaks on the pattern in 0.89, 0.41,
+    0.81, 0.44 of the held-out canvases (accuracy 0.99, 0.99, 0.91, 1.00), and plain
+    gradients, pixel gradient × input and integrated gradients move with it. Seed 0 is
+    fixed here; docs/results.md has the whole table.
+    """
+    torch.manual_seed(0)
+    preprocessing = PreprocessConfig(image_size=(CANVAS, CANVAS))
+    train = pattern_images(1024, seed=1, canvas=CANVAS)
+    inputs = normalise(train.canvases, preprocessing)
+    network = build_model(_config())
+    optimiser = torch.optim.Adam(network.parameters(), lr=1e-3)
+    batches = torch.Generator().manual_seed(0)
+    network.train()
+    for _ in range(300):
+        batch = torch.randint(0, len(train.labels), (32,), generator=batches)
+        loss = torch.nn.functional.cross_entropy(network(inputs[batch]).logits, train.labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    network.eval()
+    return Trained(network, preprocessing, pattern_images(100, seed=2, canvas=CANVAS))
+
+
+def _class_maps(network: MultiScaleViT, trained: Trained) -> list[np.ndarray]:
+    images = trained.held_out
+    return [
+        explain_class(
+            network, images.canvases[i], trained.preprocessing, CPU, int(images.labels[i])
+        )
+        for i in range(len(images.labels))
+    ]
+
+
+def _peak_inside(grid: np.ndarray, inside: np.ndarray) -> bool:
+    """Whether the map's maximum lies inside; an all-zero map (no evidence) is a miss."""
+    return bool(grid.max() > 0 and inside[np.unravel_index(int(np.argmax(grid)), grid.shape)])
+
+
+def _mass_inside(grid: np.ndarray, inside: np.ndarray) -> float:
+    """Share of the map's sum on the inside cells; 0 for an all-zero map."""
+    total = float(grid.sum())
+    return float(grid[inside].sum()) / total if total > 0 else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0 … n-1 of a flat array, tied values sharing their mean rank."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values))
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(group, weights=ranks)
+    return (sums / counts)[group]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two maps over their cells; 0 when one map is constant."""
+    ra, rb = _ranks(a.ravel()), _ranks(b.ravel())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / denominator) if denominator else 0.0
+
+
+def test_spearman_ranks_ties_by_their_mean() -> None:
+    assert _ranks(np.array([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
+    grid = np.arange(16.0).reshape(4, 4)
+    assert spearman(grid, grid**3) == pytest.approx(1.0)
+    assert spearman(grid, -grid) == pytest.approx(-1.0)
+    assert spearman(grid, np.zeros_like(grid)) == 0.0
+
+
+def test_the_small_model_classifies_held_out_canvases(trained: Trained) -> None:
+    with torch.no_grad():
+        logits = trained.network(normalise(trained.held_out.canvases, trained.preprocessing)).logits
+    accuracy = float((logits.argmax(-1) == trained.held_out.labels).float().mean())
+    LOG.info("held-out accuracy %.2f", accuracy)
+    assert accuracy >= 0.85  # otherwise the localisation below would explain a guesser
+
+
+def test_class_map_peaks_on_the_pattern(trained: Trained) -> None:
+    """A cell is inside when it overlaps the pattern's box (support.cells_touching).
+
+    The issue's goal is a peak inside in ≥ 80 % of queries. This model reaches 0.89, but
+    models trained with other seeds (as accurate) reach 0.41–0.81: the goal is not met
+    robustly, so the test asserts what every seed tried meets — well above a random map
+    (≈ 0.125) — and docs/results.md reports the figures.
+    """
+    boxes = trained.held_out.boxes
+    grids = _class_maps(trained.network, trained)
+    insides = [
+        cells_touching(box, grid.shape, PATCH) for box, grid in zip(boxes, grids, strict=True)
+    ]
+    hit_rate = np.mean([_peak_inside(g, m) for g, m in zip(grids, insides, strict=True)])
+    baseline = np.mean([m.mean() for m in insides])  # where a uniform random map peaks
+    mass = np.mean([_mass_inside(g, m) for g, m in zip(grids, insides, strict=True)])
+    empty = sum(not g.any() for g in grids)
+    LOG.info(
+        "class map: peak inside %.2f (random map %.3f), mass inside %.2f, all-zero maps %d",
+        hit_rate,
+        baseline,
+        mass,
+        empty,
+    )
+    assert all(g.shape == (CANVAS // PATCH, CANVAS // PATCH) for g in grids)
+    assert hit_rate >= 2.5 * baseline
+    assert mass >= 2.5 * baseline
+
+
+def test_similarity_map_of_the_query_peaks_on_the_pattern(trained: Trained) -> None:
+    """Query i and case i + 2 share a class (classes alternate); 50 pairs."""
+    images = trained.held_out
+    hits = []
+    for i in range(50):
+        explanation = explain_similarity(
+            trained.network, images.canvases[i], images.canvases[i + 2], trained.preprocessing, CPU
+        )
+        inside = cells_touching(images.boxes[i], explanation.query_map.shape, PATCH)
+        hits.append(_peak_inside(explanation.query_map, inside))
+        assert explanation.method == METHOD
+        assert explanation.query_map.min() >= 0.0
+        assert explanation.query_map.max() <= 1.0
+    hit_rate = float(np.mean(hits))
+    LOG.info("similarity query map: peak inside %.2f", hit_rate)
+    baseline = float(np.mean([cells_touching(b, (8, 8), PATCH).mean() for b in images.boxes]))
+    assert hit_rate >= 2 * baseline  # 0.74 for this model; a random map: ≈ 0.125
+
+
+def test_maps_change_when_the_weights_are_reinitialised(trained: Trained) -> None:
+    torch.manual_seed(1)
+    scrambled = build_model(_config()).eval()
+    trained_maps = _class_maps(trained.network, trained)
+    scrambled_maps = _class_maps(scrambled, trained)
+    correlations = [spearman(a, b) for a, b in zip(trained_maps, scrambled_maps, strict=True)]
+    mean = float(np.mean(correlations))
+    LOG.info("Spearman trained vs re-initialised: mean %.2f", mean)
+    assert mean < 0.5
+
+
+def test_the_same_input_gives_the_identical_map(trained: Trained) -> None:
+    network, pre, canvases = trained.network, trained.preprocessing, trained.held_out.canvases
+    first_class = explain_class(network, canvases[0], pre, CPU, 1)
+    first_pair = explain_similarity(network, canvases[0], canvases[2], pre, CPU)
+    explain_similarity(network, canvases[5], canvases[7], pre, CPU)  # something in between
+    explain_class(network, canvases[5], pre, CPU, 0)
+    again_pair = explain_similarity(network, canvases[0], canvases[2], pre, CPU)
+    assert np.array_equal(explain_class(network, canvases[0], pre, CPU, 1), first_class)
+    assert np.array_equal(again_pair.query_map, first_pair.query_map)
+    assert np.array_equal(again_pair.case_map, first_pair.case_map)
+    assert again_pair.score == first_pair.score
+
+
+def test_explaining_leaves_a_training_network_in_training_mode(trained: Trained) -> None:
+    network = build_model(_config()).train()
+    explain_class(network, trained.held_out.canvases[0], trained.preprocessing, CPU, 0)
+    assert network.training
+
+
+def _levels(size: int, patch: int) -> list[int]:
+    """Tokens per level for a square canvas (the pyramid of model.vit)."""
+    return [(size >> level) // patch for level in range(3)]
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_fold_puts_a_token_on_exactly_its_finest_cells(level: int) -> None:
+    sides = _levels(64, 8)  # 8, 4, 2 tokens a side
+    per_scale = [torch.zeros(side * side) for side in sides]
+    row, col = sides[level] - 1, 0  # the bottom-left token of that level
+    per_scale[level][row * sides[level] + col] = 1.0
+    grid = fold_scales(per_scale, (64, 64), 8)
+    span = 2**level
+    expected = np.zeros((8, 8), dtype=np.float32)
+    expected[row * span : (row + 1) * span, col * span : (col + 1) * span] = 1.0
+    assert grid.dtype == np.float32
+    assert np.array_equal(grid, expected)
+
+
+def test_fold_adds_the_scales_clips_negatives_and_scales_to_one() -> None:
+    per_scale = [torch.zeros(64), torch.zeros(16), torch.zeros(4)]
+    per_scale[0][0] = 3.0  # finest cell (0, 0)
+    per_scale[1][0] = 1.0  # cells (0..1, 0..1)
+    per_scale[0][63] = -5.0  # evidence against: clipped to 0
+    grid = fold_scales(per_scale, (64, 64), 8)
+    assert grid[0, 0] == 1.0
+    assert grid[0, 1] == grid[1, 0] == grid[1, 1] == pytest.approx(0.25)
+    assert grid[7, 7] == 0.0
+    assert grid.min() >= 0.0
+    assert grid.max() == 1.0
+
+
+def test_fold_keeps_nothing_at_zero() -> None:
+    all_zero = fold_scales([torch.zeros(64), torch.zeros(16)], (64, 64), 8)
+    only_negative = fold_scales([-torch.ones(64), torch.zeros(16)], (64, 64), 8)
+    assert not all_zero.any()
+    assert not only_negative.any()
+
+
+def test_fold_on_a_canvas_that_is_not_square() -> None:
+    # 48 × 80 px, patch 8: level 0 is 6 × 10 cells, level 1 (24 × 40) is 3 × 5 tokens
+    per_scale = [torch.rand(60, generator=torch.Generator().manual_seed(0)), torch.zeros(15)]
+    per_scale[1][14] = 10.0  # last level-1 token: finest rows 4..5, cols 8..9
+    grid = fold_scales(per_scale, (48, 80), 8)
+    assert grid.shape == (6, 10)
+    assert float(grid[4:6, 8:10].min()) > float(np.delete(grid.ravel(), [48, 49, 58, 59]).max())
