@@ -16,9 +16,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from support.checkpoints import make_checkpoint
 from support.real_data import HAM_CODES, chest_subset, ham_subset
-from support.service import ADMIN_AUTH, ServiceEnv, build_collection
-
-JOB_TIMEOUT_S = 180
+from support.service import ADMIN_AUTH, JOB_TIMEOUT_S, ServiceEnv, build_collection, wait_for_job
 
 
 @pytest.fixture
@@ -38,16 +36,6 @@ def admin_client(small_env: ServiceEnv) -> Iterator[TestClient]:
     with TestClient(app) as client:
         yield client
         app.state.services.launcher.wait(JOB_TIMEOUT_S)  # no process outlives the test
-
-
-def wait_for_job(client: TestClient, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
 
 
 def wait_for_version(client: TestClient, collection: str, version: int) -> None:

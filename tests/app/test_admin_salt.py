@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,9 +20,8 @@ from support.checkpoints import make_checkpoint
 from support.group_salt import OTHER_GROUP_SALT, TEST_GROUP_SALT
 from support.http import assert_json_answer
 from support.server import start_server
-from support.service import ADMIN_AUTH, ADMIN_TOKEN, ServiceEnv, build_collection
+from support.service import ADMIN_AUTH, ADMIN_TOKEN, ServiceEnv, build_collection, wait_for_job
 
-JOB_TIMEOUT_S = 180
 # Imported by every Python process started with its folder on PYTHONPATH: it writes the
 # process's command line and environment beside itself, as the process saw them.
 ENVIRONMENT_PROBE = """\
@@ -43,16 +41,6 @@ def grouped_env(tmp_path: Path) -> ServiceEnv:
     url = f"sqlite:///{tmp_path / 'medret.db'}"
     build_collection(url, tmp_path / "data", "derm", checkpoint, archive)
     return ServiceEnv(tmp_path / "data", url, checkpoint, archive, archive_root)
-
-
-def finished_job(client: httpx.Client, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
 
 
 def job_count(env: ServiceEnv) -> int:
@@ -81,7 +69,7 @@ def test_the_job_process_gets_the_salt_and_never_the_admin_token(
             headers=ADMIN_AUTH,
         )
         job_id = assert_json_answer(started, {202})["job_id"]
-        job = finished_job(client, job_id)
+        job = wait_for_job(client, job_id)
         assert job["state"] == "succeeded", job  # it had all it needed: salt, database, roots
         seen = [json.loads(path.read_text()) for path in probe.glob("seen-*.json")]
     (server_seen,) = [s for s in seen if s["cmdline"][-1:] == ["serve"]]
@@ -133,7 +121,7 @@ def test_a_service_without_a_salt_refuses_a_reindex_and_still_serves(
         assert assert_json_answer(answer, {200})["cases"]  # queries need no salt
         case_id = answer.json()["cases"][0]["case_id"]
         removal = client.delete(f"/admin/cases/{case_id}", headers=ADMIN_AUTH)  # nor removals
-        assert finished_job(client, assert_json_answer(removal, {202})["job_id"])["state"] == (
+        assert wait_for_job(client, assert_json_answer(removal, {202})["job_id"])["state"] == (
             "succeeded"
         )
     assert job_count(grouped_env) == jobs_before + 1  # the removal's; no reindex job

@@ -13,7 +13,6 @@ import secrets
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,9 @@ from support.identifiers import (
     make_identifier_manifest,
 )
 from support.server import start_server
-from support.service import ADMIN_AUTH, ServiceEnv
+from support.service import ADMIN_AUTH, ServiceEnv, wait_for_job
 
 IMAGES = 16
-JOB_TIMEOUT_S = 180
 
 
 def test_no_identifier_reaches_sql_logs_or_answers(tmp_path: Path) -> None:
@@ -125,14 +123,7 @@ def _reindex(client: httpx.Client, made: IdentifierManifest) -> dict[str, Any]:
         headers=ADMIN_AUTH,
     )
     assert started.status_code == 202, started.text
-    job_id = started.json()["job_id"]
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
+    return wait_for_job(client, started.json()["job_id"])
 
 
 def _dump_database(path: Path) -> str:

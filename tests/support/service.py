@@ -3,8 +3,12 @@ indexer, and the settings (with the test admin token) that point at it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from app.settings import Settings
 from indexer.builder import IndexBuilder, IndexerConfig
@@ -13,6 +17,19 @@ from support.group_salt import TEST_GROUP_SALT
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # headers of an admin request
+JOB_TIMEOUT_S = 180
+
+
+def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """The admin job's record once it has succeeded or failed (AssertionError after
+    :data:`JOB_TIMEOUT_S`)."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/admin/jobs/{job_id}", headers=ADMIN_AUTH).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
 
 
 def build_collection(

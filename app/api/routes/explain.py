@@ -14,9 +14,8 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from app.api.deps import ServicesDep
 from app.api.routes.cases import IMAGE_ERRORS, served_case
-from app.api.routes.query import ERRORS, decode_for, runtime_for
-from app.batching import BatcherClosedError
-from app.errors import ApiError, decode_error
+from app.api.routes.query import ERRORS, decoded_upload, predicted, runtime_for
+from app.errors import ApiError
 from app.explanations import (
     ExplanationUnsupportedError,
     case_canvas,
@@ -25,7 +24,6 @@ from app.explanations import (
 from app.images import CaseImageError
 from app.logs import request_id_var
 from app.schemas import ErrorOut, ExplainOut
-from imaging.decode import ImageDecodeError
 
 router = APIRouter(tags=["query"])
 
@@ -61,21 +59,12 @@ async def explain(
     runtime, case = await services.run(served_case, services, case_id)
     if collection is not None and runtime.name != collection:
         raise ApiError(404, f"no case {case_id} in collection {collection!r}")
-    data = await file.read()
-    await file.close()
-    try:
-        _, canvas = await services.run(decode_for, runtime, data, services.limits)
-    except ImageDecodeError as exc:
-        raise decode_error(exc) from None
-    del data
+    _, canvas = await decoded_upload(services, runtime, file)
     try:
         archived = await services.run(case_canvas, runtime, case, services.limits)
     except CaseImageError as exc:
         raise ApiError(exc.status, exc.detail) from None
-    try:
-        prediction = await runtime.runner.predict(canvas)
-    except BatcherClosedError:
-        raise ApiError(503, "the model is being replaced; retry in a moment") from None
+    prediction = await predicted(runtime, canvas)
     explained_at = time.perf_counter()
     try:
         similarity, class_map = await services.run(

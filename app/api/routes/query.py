@@ -119,6 +119,27 @@ def decode_for(
         return decoded, runtime.runner.canvas(decoded.pixels)
 
 
+async def decoded_upload(
+    services: Services, runtime: CollectionRuntime, file: UploadFile
+) -> tuple[DecodedImage, torch.Tensor]:
+    """The uploaded file decoded and letterboxed for `runtime`'s model; 413/415/422 if not."""
+    data = await file.read()
+    await file.close()
+    try:
+        return await services.run(decode_for, runtime, data, services.limits)
+    except ImageDecodeError as exc:
+        raise decode_error(exc) from None
+
+
+async def predicted(runtime: CollectionRuntime, canvas: torch.Tensor) -> Prediction:
+    """The model's answer for one canvas, through the collection's batcher (503 while the
+    model is being replaced)."""
+    try:
+        return await runtime.runner.predict(canvas)
+    except BatcherClosedError:
+        raise ApiError(503, "the model is being replaced; retry in a moment") from None
+
+
 def search_for(
     services: Services,
     runtime: CollectionRuntime,
@@ -203,18 +224,9 @@ async def query(
     started = time.perf_counter()
     runtime = runtime_for(services, collection)  # one snapshot for the whole request
     filters = parse_filters(label, split, filter)
-    data = await file.read()
-    await file.close()
-    try:
-        decoded, canvas = await services.run(decode_for, runtime, data, services.limits)
-    except ImageDecodeError as exc:
-        raise decode_error(exc) from None
-    del data
+    decoded, canvas = await decoded_upload(services, runtime, file)
     decoded_at = time.perf_counter()
-    try:
-        prediction = await runtime.runner.predict(canvas)
-    except BatcherClosedError:
-        raise ApiError(503, "the model is being replaced; retry in a moment") from None
+    prediction = await predicted(runtime, canvas)
     embedded_at = time.perf_counter()
     try:
         hits, score = await services.run(search_for, services, runtime, prediction, top_k, filters)
