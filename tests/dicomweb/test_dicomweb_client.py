@@ -1,0 +1,244 @@
+"""The DICOMweb client on its own: source names, multipart bodies, settings, and retries
+against a real local HTTP server that misbehaves on purpose (no PACS needed)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from dicomweb.client import DicomwebClient
+from dicomweb.errors import (
+    DicomwebError,
+    InstanceNotFoundError,
+    InstanceTooLargeError,
+    PacsRefusedError,
+    PacsUnavailableError,
+    SourceError,
+)
+from dicomweb.multipart import related_body, split_parts
+from dicomweb.refs import InstanceRef, parse_source
+from dicomweb.settings import ClientSettings
+
+STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+
+
+def test_a_source_keeps_its_root_and_query_keys() -> None:
+    source = parse_source("dicomweb+http://pacs:8042/dicom-web/?Modality=CR&StudyDate=2024-")
+    assert source.root == "http://pacs:8042/dicom-web"
+    assert source.query == (("Modality", "CR"), ("StudyDate", "2024-"))
+    assert parse_source(source.text) == source
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("http://pacs/dicom-web", "not a DICOMweb source"),
+        ("dicomweb+ftp://pacs/dicom-web", "not a DICOMweb source"),
+        ("dicomweb+http://user:secret@pacs/dicom-web", "must not carry credentials"),
+        ("dicomweb+http:///dicom-web", "names no host"),
+        ("dicomweb+http://pacs:port/dicom-web", "bad port"),
+        ("dicomweb+http://pacs/dicom-web?limit=5", "set by medret"),
+    ],
+)
+def test_bad_sources_are_refused_with_a_reason(text: str, says: str) -> None:
+    with pytest.raises(SourceError, match=says) as caught:
+        parse_source(text)
+    assert "secret" not in str(caught.value)
+
+
+def test_an_instance_reference_round_trips_through_its_uri() -> None:
+    ref = parse_source("dicomweb+https://pacs/wado/rs").instance(STUDY, SERIES, SOP)
+    assert (
+        ref.uri == f"dicomweb+https://pacs/wado/rs/studies/{STUDY}/series/{SERIES}/instances/{SOP}"
+    )
+    assert InstanceRef.from_uri(ref.uri) == ref
+    assert InstanceRef.from_uri("/data/archive/a.dcm") is None
+    assert InstanceRef.from_uri("dicomweb+http://pacs/studies/1.2/series/x/instances/3") is None
+    with pytest.raises(SourceError, match="not a DICOM UID"):
+        parse_source("dicomweb+http://pacs").instance("1.2", "../etc", "3")
+
+
+def test_multipart_bodies_split_back_into_their_parts() -> None:
+    items = [b"first\r\n--not-a-boundary", bytes(range(256)) * 3, b""]
+    body, content_type = related_body(items)
+    boundary = content_type.rsplit("boundary=", 1)[1]
+    parts = split_parts(body, boundary)
+    assert [content for _, content in parts] == items
+    assert all(headers["content-type"] == "application/dicom" for headers, _ in parts)
+    with pytest.raises(DicomwebError, match="cut short"):
+        split_parts(body[: len(body) // 2], boundary)
+
+
+def test_settings_refuse_half_credentials_and_never_show_secrets() -> None:
+    with pytest.raises(SourceError, match="both"):
+        ClientSettings.from_environment({"MEDRET_DICOMWEB_USERNAME": "u"})
+    with pytest.raises(SourceError, match="not both"):
+        ClientSettings(username="u", password="p", token="t")
+    with pytest.raises(SourceError, match="not a number"):
+        ClientSettings.from_environment({"MEDRET_DICOMWEB_TIMEOUT_S": "soon"})
+    settings = ClientSettings.from_environment(
+        {"MEDRET_DICOMWEB_USERNAME": "u", "MEDRET_DICOMWEB_PASSWORD": "hunter2-secret"}
+    )
+    assert "hunter2" not in repr(settings)
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+class _Script:
+    """What the server answers, in order: (status, content type, body) per request."""
+
+    def __init__(self, answers: list[tuple[int, str, bytes]], delay_s: float = 0.0) -> None:
+        self.answers = answers
+        self.delay_s = delay_s
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+
+@contextmanager
+def scripted_server(script: _Script) -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            script.requests.append((self.path, dict(self.headers)))
+            time.sleep(script.delay_s)
+            status, content_type, body = script.answers[
+                min(len(script.requests), len(script.answers)) - 1
+            ]
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _client(root: str, **options: float) -> DicomwebClient:
+    settings = ClientSettings(
+        username="reader",
+        password="pw-not-logged",
+        timeout_s=options.get("timeout_s", 5.0),
+        retries=int(options.get("retries", 3)),
+        backoff_s=0.01,
+    )
+    return DicomwebClient(root, settings)
+
+
+def _instance_body(data: bytes) -> tuple[str, bytes]:
+    body, content_type = related_body([data])
+    return content_type, body
+
+
+def test_5xx_answers_are_retried_until_one_succeeds() -> None:
+    content_type, body = _instance_body(b"DICM-bytes")
+    script = _Script(
+        [(503, "text/plain", b"busy"), (502, "text/plain", b"gateway"), (200, content_type, body)]
+    )
+    with scripted_server(script) as root, _client(root) as client:
+        data = client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
+    assert data == b"DICM-bytes"
+    assert len(script.requests) == 3
+    path, headers = script.requests[0]
+    assert path == f"/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}"
+    assert headers["Accept"] == 'multipart/related; type="application/dicom"'
+    assert headers["Authorization"].startswith("Basic ")
+
+
+def test_a_server_that_keeps_failing_ends_in_pacs_unavailable() -> None:
+    script = _Script([(500, "text/plain", b"internal error")])
+    with (
+        scripted_server(script) as root,
+        _client(root, retries=2) as client,
+        pytest.raises(PacsUnavailableError, match="answered 500 3 time") as caught,
+    ):
+        client.search_instances()
+    assert len(script.requests) == 3
+    assert "pw-not-logged" not in str(caught.value)
+
+
+def test_a_server_that_stops_answering_times_out() -> None:
+    script = _Script([(200, "application/dicom+json", b"[]")], delay_s=1.5)
+    with scripted_server(script) as root, _client(root, timeout_s=0.3, retries=1) as client:
+        started = time.perf_counter()
+        with pytest.raises(PacsUnavailableError, match="did not answer within") as caught:
+            client.search_instances()
+    assert caught.value.timed_out
+    assert time.perf_counter() - started < 1.5
+
+
+def test_no_server_at_all_is_unavailable_not_an_os_error() -> None:
+    with scripted_server(_Script([(200, "text/plain", b"")])) as root:
+        pass  # closed again: nothing listens on its port now
+    with (
+        _client(root, retries=1) as client,
+        pytest.raises(PacsUnavailableError, match="cannot reach"),
+    ):
+        client.search_instances()
+    assert not issubclass(PacsUnavailableError, OSError | ValueError)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "says"),
+    [
+        (404, InstanceNotFoundError, "404"),
+        (401, PacsRefusedError, "MEDRET_DICOMWEB_USERNAME"),
+        (400, PacsRefusedError, "answered 400"),
+    ],
+)
+def test_client_errors_are_not_retried(status: int, error: type[Exception], says: str) -> None:
+    script = _Script([(status, "text/plain", b"no")])
+    with (
+        scripted_server(script) as root,
+        _client(root) as client,
+        pytest.raises(error, match=says),
+    ):
+        client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=100)
+    assert len(script.requests) == 1
+
+
+def test_an_instance_over_the_limit_is_refused_while_it_streams() -> None:
+    content_type, body = _instance_body(b"x" * 200_000)
+    with (
+        scripted_server(_Script([(200, content_type, body)])) as root,
+        _client(root) as client,
+        pytest.raises(InstanceTooLargeError),
+    ):
+        client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
+
+
+def test_pages_are_followed_and_a_server_ignoring_offset_does_not_loop() -> None:
+    def entry(sop: str) -> str:
+        return (
+            f'{{"0020000D": {{"vr": "UI", "Value": ["{STUDY}"]}}, '
+            f'"0020000E": {{"vr": "UI", "Value": ["{SERIES}"]}}, '
+            f'"00080018": {{"vr": "UI", "Value": ["{sop}"]}}}}'
+        )
+
+    same_page = f"[{entry('1.1')}, {entry('1.2')}]".encode()
+    script = _Script([(200, "application/dicom+json", same_page)])  # every page the same
+    with scripted_server(script) as root, _client(root) as client:
+        listed = list(client.iter_instances([("Modality", "CR")], page_size=2))
+    assert [sop for _, _, sop in listed] == ["1.1", "1.2"]
+    assert len(script.requests) == 2
+    assert "Modality=CR" in script.requests[0][0]
+    assert "offset=2" in script.requests[1][0]
+
+
+def test_a_ca_bundle_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="is not a file"):
+        ClientSettings(ca_bundle=tmp_path / "missing.pem")
