@@ -1,7 +1,12 @@
 """A sample's content: its bytes (or array pixels), their hash, and the decoded pixels.
 
 Files are decoded by content, not by extension; array samples are cut from their ``.npz``
-array, the last few arrays read being kept in memory (the npz cache).
+array, the last few arrays read being kept in memory (the npz cache); instances of a PACS
+are retrieved over DICOMweb (WADO-RS, :mod:`dicomweb.client`) and then decoded like a file.
+
+A PACS that does not answer raises :class:`dicomweb.errors.PacsUnavailableError`, which
+is not one of the errors an unreadable sample raises: whoever reads many samples stops
+instead of skipping every one of them.
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from archives.records import ArchiveError, ArrayRef, Sample
+from dicomweb.client import fetch_instance
+from dicomweb.errors import InstanceNotFoundError, InstanceTooLargeError
+from dicomweb.refs import InstanceRef
 from imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode_file, decode_image
+from imaging.errors import DecodeErrorKind, ImageDecodeError
 from imaging.limits import check_byte_count
 
 
 def indexed_sample(key: str, source_uri: str) -> Sample:
     """The sample an indexed case was read from, by the ``source_uri`` the indexer stored:
-    an array reference (``ArrayRef``) or a file path."""
+    a DICOMweb instance (``InstanceRef``), an array reference (``ArrayRef``) or a file."""
+    remote = InstanceRef.from_uri(source_uri)
+    if remote is not None:
+        return Sample(key=key, labels=(), split="", remote=remote)
     ref = ArrayRef.from_uri(source_uri)
     if ref is not None:
         return Sample(key=key, labels=(), split="", array=ref)
@@ -34,9 +46,14 @@ def sample_content(
 
     The hash is a case's content identity (the training cache and the indexer key on it).
     Raises :class:`imaging.decode.ImageDecodeError` (``TOO_LARGE``) for a file over
-    ``limits.max_bytes``, and OSError/ValueError/KeyError/IndexError for content that
-    cannot be read at all.
+    ``limits.max_bytes``, OSError/ValueError/KeyError/IndexError for content that cannot be
+    read at all (a PACS instance that is gone: ``FileNotFoundError``), and
+    :class:`~dicomweb.errors.PacsUnavailableError` or
+    :class:`~dicomweb.errors.PacsRefusedError` when the PACS cannot be asked.
     """
+    if sample.remote is not None:
+        data = remote_bytes(sample.remote, limits)
+        return hashlib.sha256(data).hexdigest(), data
     if sample.path is not None:
         check_byte_count(sample.path.stat().st_size, limits)
         with sample.path.open("rb") as handle:
@@ -67,6 +84,8 @@ def load_pixels(sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nda
     """
     if sample.path is not None:
         return decode_file(sample.path, limits).pixels
+    if sample.remote is not None:
+        return decode_image(remote_bytes(sample.remote, limits), limits).pixels
     if sample.array is None:
         raise ArchiveError(f"sample {sample.key!r} has neither a file nor an array")
     ref = sample.array
@@ -75,6 +94,20 @@ def load_pixels(sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nda
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     return np.array(pixels, dtype=np.uint8, order="C")  # a copy: the cache stays intact
+
+
+def remote_bytes(ref: InstanceRef, limits: DecodeLimits = DEFAULT_LIMITS) -> bytes:
+    """The Part-10 bytes of a PACS instance, within ``limits.max_bytes``; a missing one is
+    ``FileNotFoundError`` and one over the limit ``TOO_LARGE``, like a file."""
+    try:
+        return fetch_instance(ref, limits.max_bytes)
+    except InstanceNotFoundError:
+        raise FileNotFoundError(f"the PACS no longer holds instance {ref.sop}") from None
+    except InstanceTooLargeError:
+        raise ImageDecodeError(
+            f"PACS instance {ref.sop} is over the limit of {limits.max_bytes} bytes",
+            DecodeErrorKind.TOO_LARGE,
+        ) from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,6 +9,10 @@ Every other column is dropped, and its *name* is reported (names are not identif
 values are). An extension can never re-admit a column that names a person directly
 (:func:`identifying_reason`); the metadata store refuses such keys too
 (:func:`is_identifying_key`). The lists are documented in docs/indexer.md.
+
+The Study/Series/SOP Instance UIDs of a PACS case are not metadata: they live in its
+``source_uri`` (pseudonymous identifiers, kept on purpose to link back to the PACS); the
+patient's name, ID and birth date are never kept.
 """
 
 from __future__ import annotations

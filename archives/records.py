@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dicomweb.refs import InstanceRef
 from labels import LabelSpace, Task
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -76,6 +77,7 @@ class Sample:
     split: str  # "train" | "val" | "test" | "" (no split given)
     path: Path | None = None  # image/DICOM file to decode
     array: ArrayRef | None = None  # or pixels stored in an array file
+    remote: InstanceRef | None = None  # or an instance of a DICOMweb server (a PACS)
     group: str | None = None  # patient / lesion id: no group is in two carved splits
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     labelled: bool = True
@@ -85,8 +87,8 @@ class Sample:
 class Archive:
     """The samples of one dataset folder, with its label space and what was left out."""
 
-    root: Path
-    layout: str  # one of archives.registry.LAYOUTS
+    root: Path | str  # the folder or file read, or a DICOMweb source (dicomweb+http://…)
+    layout: str  # one of archives.registry.LAYOUTS, or "dicomweb"
     task: Task
     codes: tuple[str, ...]  # class codes in logit order
     names: tuple[str, ...]  # readable names, same order

@@ -118,7 +118,7 @@ def confined(archive: Archive) -> Archive:
     Every layout's samples pass here, so nothing outside the folder an operator named (and
     :envvar:`MEDRET_ARCHIVE_ROOTS` allowed) is ever indexed and then served.
     """
-    root = archive.root.resolve()
+    root = Path(archive.root).resolve()
     folder = root.parent if root.is_file() else root  # a manifest or .npz file: its folder
     real_dirs: dict[Path, Path] = {}  # one resolve per folder, not per file
 

@@ -65,8 +65,17 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
     build.add_argument("--checkpoint", type=Path, help="the medret checkpoint that embeds")
     build.add_argument(
         "--source",
+        help="the archive: any dataset layout, a plain folder of images/DICOM files, or a "
+        "PACS over DICOMweb, dicomweb+http(s)://host:port/dicom-web (QIDO-RS query keys in "
+        "its query string, e.g. ?Modality=CR; credentials from MEDRET_DICOMWEB_USERNAME/"
+        "PASSWORD or MEDRET_DICOMWEB_TOKEN, never in the URL)",
+    )
+    build.add_argument(
+        "--labels",
         type=Path,
-        help="the archive: any dataset layout or a plain folder of images/DICOM files",
+        help="a DICOMweb source's label table: a CSV with a SOPInstanceUID, SeriesInstanceUID "
+        "or StudyInstanceUID column and a 'label' (or 'labels', |-separated) column; "
+        "instances it does not name are indexed unlabelled",
     )
     build.add_argument(
         "--layout",
@@ -90,3 +99,52 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="--prune: ready versions to keep besides the active one (default 1)",
     )
+
+
+def add_follow_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``medret follow`` (docs/indexer.md, "Following a PACS")."""
+    add_location_arguments(p)
+    p.add_argument("--collection", required=True, help="the collection to keep up to date")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="the PACS, dicomweb+http(s)://host:port/dicom-web (QIDO-RS query keys in its "
+        "query string; credentials from MEDRET_DICOMWEB_* variables)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the medret checkpoint that embeds (default: the collection's own)",
+    )
+    p.add_argument("--labels", type=Path, help="a label table CSV, as for 'medret index'")
+    p.add_argument(
+        "--interval-s",
+        type=float,
+        default=1.0,
+        help="seconds between reads of a feed that had nothing new (default 1.0)",
+    )
+    p.add_argument(
+        "--batch-max",
+        type=positive_int,
+        default=500,
+        help="most new instances in one index version (default 500)",
+    )
+    p.add_argument(
+        "--full-every",
+        type=positive_int,
+        default=60,
+        help="QIDO-RS polling only: list the whole source every this many polls, to find "
+        "instances stored with an older study date (default 60)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="index what the feed has now, then exit (instead of following)",
+    )
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=2,
+        help="decoding processes for batches over 32 instances (default 2)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -56,17 +56,26 @@ def case_row(
     return CaseRow(
         id=case_id,
         external_id=sample.key,
-        source_uri=str(sample.path)
-        if sample.path is not None
-        else sample.array.uri
-        if sample.array
-        else sample.key,
+        source_uri=source_uri(sample),
         content_hash=content_hash,
         labels=list(sample.labels),
         split=sample.split,
         meta=meta,
         group_key_hash=hash_group_key(sample.group, group_salt) if sample.group else None,
+        labelled=sample.labelled,
     )
+
+
+def source_uri(sample: Sample) -> str:
+    """Where the case's pixels are, as stored: a file path, an array reference or a PACS
+    instance (:func:`archives.content.indexed_sample` reads each back)."""
+    if sample.path is not None:
+        return str(sample.path)
+    if sample.array is not None:
+        return sample.array.uri
+    if sample.remote is not None:
+        return sample.remote.uri
+    return sample.key
 
 
 def case_changes(

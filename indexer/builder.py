@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from archives.records import Archive, Sample
-from archives.registry import read_archive
+from dicomweb.errors import DicomwebError
 from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedded_cases
-from indexer.embedding import EmbedResult, embed_samples
+from indexer.embedding import EmbedResult, SourceUnavailableError, embed_samples
 from indexer.group_keys import checked_group_salt
 from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
 from indexer.results import BuildResult
+from indexer.sources import read_source
 from indexer.store import JobState, MetadataStore, VersionInfo, VersionState
 from indexer.vectors.factory import IndexSpec, spec_for
 from indexer.vectors.index import VectorIndex
@@ -163,19 +164,29 @@ class IndexBuilder:
         self,
         collection: str,
         checkpoint: Path,
-        source: Path,
+        source: Path | str,
         *,
         layout: str = "auto",
         mode: str = "full",
         job_id: str | None = None,
+        labels: Path | None = None,
+        archive: Archive | None = None,
+        loaded: LoadedCheckpoint | None = None,
     ) -> BuildResult:
-        """Index ``source`` into ``collection`` (``mode`` "full" or "add"; module doc)."""
+        """Index ``source`` into ``collection`` (``mode`` "full" or "add"; module doc).
+
+        ``source`` is a folder or file of any layout, or a DICOMweb source
+        (``dicomweb+http://…``, labelled from the ``labels`` table if one is given). A
+        caller that has already read the archive (the PACS follower: just the new
+        instances) passes it as ``archive``, and may pass the checkpoint it loaded.
+        """
         reindex = reindex_mode(mode)
         salt = checked_group_salt(self.cfg.group_salt)  # a missing or weak one stops it here
         started = time.perf_counter()
-        device = resolve_device(self.cfg.device)
-        loaded = load_checkpoint(checkpoint, device)
-        archive = read_archive(source, layout)
+        if loaded is None:
+            loaded = load_checkpoint(checkpoint, resolve_device(self.cfg.device))
+        if archive is None:
+            archive = read_source(source, layout, labels)
         existing = {c.name: c for c in self.store.list_collections()}
         coll = existing.get(collection)
         self._claim(coll.id if coll else None, collection)
@@ -207,6 +218,11 @@ class IndexBuilder:
             self._fail(job, exc)
             if isinstance(exc, IndexBuildError | KeyboardInterrupt):
                 raise
+            if isinstance(exc, SourceUnavailableError | DicomwebError):
+                raise IndexBuildError(
+                    f"indexing {source} stopped: {exc}; the previous version stays active — "
+                    "run it again when the PACS answers"
+                ) from exc
             raise IndexBuildError(f"indexing {source} failed: {exc}") from exc
         result.seconds = time.perf_counter() - started
         self.store.finish_job(
@@ -231,6 +247,14 @@ class IndexBuilder:
         known = self.store.existing_hashes(collection_id)  # content hash → case id
         active = self.store.active_version(collection_id)
         samples = list(archive.samples)
+        indexed_remote = 0
+        if mode is ReindexMode.ADD:
+            # a PACS instance is named for good by its SOPInstanceUID: one already indexed
+            # is not retrieved again just to hash it
+            in_use = set(self.store.external_ids(collection_id))
+            kept = [s for s in samples if s.remote is None or s.key not in in_use]
+            indexed_remote = len(samples) - len(kept)
+            samples = kept
         embedded = self._embed(loaded, samples, known, mode, job_id)
         plan = self._plan(collection_id, mode, samples, embedded, known, active)
         _check_carried(plan, embedded, active, loaded.sha256)
@@ -261,7 +285,7 @@ class IndexBuilder:
             added=len(changes.new_rows),
             updated=len(changes.updates),
             deleted=len(plan.removed),
-            skipped_known=len(embedded.known),
+            skipped_known=len(embedded.known) + indexed_remote,
             duplicates=len(embedded.duplicates),
             conflicts=list(plan.conflicts),
             failed=list(embedded.failed),

@@ -13,14 +13,15 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from archives.records import ArchiveError
 from commandline.errors import CommandError
+from dicomweb.errors import DicomwebError
 from indexer.builder import IndexBuilder, IndexBuildError, IndexerConfig
 from indexer.group_keys import GroupSaltError, group_salt_from_environment
 from indexer.plan import ReindexMode
+from indexer.sources import ArchiveSourceError, parse_source_argument
 from indexer.store import MetadataStore, StoreError
 from indexer.vectors.errors import VectorIndexError
 from model.checkpoint import CheckpointError
 
-ARCHIVE_ROOTS_VARIABLE = "MEDRET_ARCHIVE_ROOTS"
 EXPECTED = (
     IndexBuildError,
     StoreError,
@@ -28,6 +29,8 @@ EXPECTED = (
     ArchiveError,
     CheckpointError,
     GroupSaltError,
+    ArchiveSourceError,
+    DicomwebError,
 )
 
 
@@ -68,6 +71,45 @@ def run_index(args: argparse.Namespace) -> int:
         store = open_store(args)
         try:
             return _dispatch(args, store)
+        finally:
+            store.close()
+    except EXPECTED as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def run_follow(args: argparse.Namespace) -> int:
+    """Follow a PACS into a collection until SIGTERM/SIGINT (or, with --once, until the
+    feed has nothing more); :mod:`indexer.follow`."""
+    from indexer.follow import FollowConfig, Follower
+
+    try:
+        source = parse_source_argument(args.source)
+        if not isinstance(source, str):
+            raise CommandError("--source must be a DICOMweb server, dicomweb+http(s)://…")
+        store = open_store(args)
+        try:
+            follower = Follower(
+                store,
+                IndexerConfig(
+                    data_dir=args.data_dir,
+                    workers=args.workers,
+                    device=args.device,
+                    group_salt=group_salt_from_environment(),
+                    progress=False,
+                ),
+                FollowConfig(
+                    collection=args.collection,
+                    source=source,
+                    checkpoint=args.checkpoint,
+                    labels=args.labels,
+                    interval_s=max(0.05, args.interval_s),
+                    batch_max=args.batch_max,
+                    once=args.once,
+                    full_every=args.full_every,
+                ),
+            )
+            follower.install_signal_handlers()
+            return follower.run()
         finally:
             store.close()
     except EXPECTED as exc:
@@ -137,36 +179,22 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
         return 0
     if args.checkpoint is None or args.source is None:
         raise CommandError("building needs --checkpoint and --source")
-    if not args.source.exists():
-        raise CommandError(f"--source {args.source} does not exist")
-    check_source_confined(args.source)
+    source = parse_source_argument(args.source)
     if args.index_factory:
         check_factory(args.index_factory)
     result = builder.build(
         args.collection,
         args.checkpoint,
-        args.source,
+        source,
         layout=args.layout,
         mode=ReindexMode.ADD if args.add else ReindexMode.FULL,
         job_id=args.job_id,
+        labels=args.labels,
     )
     summary = result.to_dict()
     summary["failed"] = summary["failed"][:50]
     _print(summary)
     return 0
-
-
-def check_source_confined(source: Path) -> None:
-    """With ``MEDRET_ARCHIVE_ROOTS`` set (a job the service started has it), the source
-    must resolve inside one of those folders: checked again here, in the process that
-    reads it. Files linked out of the source are refused by ``archives.registry``."""
-    raw = os.environ.get(ARCHIVE_ROOTS_VARIABLE, "")
-    roots = [Path(part.strip()).expanduser().resolve() for part in raw.split(",") if part.strip()]
-    if roots and not any(source.resolve().is_relative_to(root) for root in roots):
-        raise CommandError(
-            f"--source {source} is outside the folders of {ARCHIVE_ROOTS_VARIABLE} "
-            f"({', '.join(map(str, roots))})"
-        )
 
 
 def check_factory(factory: str) -> None:

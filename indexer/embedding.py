@@ -6,6 +6,8 @@ already indexed — decodes and letterboxes them, exactly as training and the se
 The main process embeds each uint8 batch with :func:`model.inference.infer` (normalise,
 bf16 autocast on CUDA, forward, unit embedding), while the workers prepare the next
 batches. An unreadable file is reported (key and reason) and skipped; it never ends the run.
+A PACS that stops answering does (:class:`SourceUnavailableError`): skipping every instance
+after it would make a version that silently lacks them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ from tqdm import tqdm
 
 from archives.canvas import prepare_sample
 from archives.records import Sample
+from dicomweb.errors import PacsRefusedError, PacsUnavailableError
 from imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from imaging.preprocessing import PreprocessConfig
 from model.inference import infer
 from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
+
+
+class SourceUnavailableError(RuntimeError):
+    """The archive's server (a PACS) stopped answering or refused us while embedding."""
+
 
 ProgressCallback = Callable[[int, int], None]  # (samples done, samples total)
 
@@ -42,6 +50,7 @@ class Prepared:
     metadata: Mapping[str, str]
     error: str = ""
     known: bool = False
+    fatal: str = ""  # the source cannot be read at all (a PACS that does not answer)
 
 
 class ArchiveImages(Dataset[Prepared]):
@@ -63,7 +72,12 @@ class ArchiveImages(Dataset[Prepared]):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Prepared:
-        done = prepare_sample(self.samples[i], self.pre.image_size, self.limits, skip=self.known)
+        try:
+            done = prepare_sample(
+                self.samples[i], self.pre.image_size, self.limits, skip=self.known
+            )
+        except (PacsUnavailableError, PacsRefusedError) as exc:
+            return Prepared(i, "", None, {}, fatal=str(exc))
         return Prepared(
             i, done.content_hash, done.canvas, done.metadata, error=done.error, known=done.skipped
         )
@@ -129,6 +143,9 @@ def embed_samples(
         canvases, kept = [], []
         for item in batch:
             key = samples[item.index].key
+            if item.fatal:
+                bar.close()
+                raise SourceUnavailableError(f"reading {key}: {item.fatal}")
             if item.error:
                 result.failed.append((key, item.error))
             elif item.known:

@@ -219,6 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_arguments(p)
     p.set_defaults(handler=package_handler("indexer", "index"))
 
+    from indexer.arguments import add_follow_arguments
+
+    p = sub.add_parser(
+        "follow",
+        help="Keep a collection up to date with a PACS: index new instances as they arrive.",
+        description=(
+            "Feed: Orthanc's /changes (when the server is an Orthanc), else QIDO-RS polling "
+            "by StudyDate with a full listing every --full-every polls. The first start "
+            "indexes everything not yet indexed. Cursor: stored in SQL per collection and "
+            "source, only after the version with the new instances is active, so a killed "
+            "follower resumes with no instance missed or indexed twice. Batching: new "
+            "instances gathered until the feed has nothing more or --batch-max, then one "
+            "version. Delay from the PACS storing an image to it being searchable: up to "
+            "--interval-s, plus the batch's retrieval, embedding and version build, plus "
+            "the service's MEDRET_RELOAD_INTERVAL_S. SIGTERM/SIGINT end it after the "
+            "current batch (exit 0)."
+        ),
+    )
+    add_follow_arguments(p)
+    p.set_defaults(handler=package_handler("indexer", "follow"))
+
     from medret.demo import add_demo_arguments
 
     p = sub.add_parser(

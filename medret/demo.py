@@ -179,7 +179,7 @@ def dataset_fingerprint(archive: Archive) -> str:
     """SHA-256 over every sample's key, labels, split and file size/mtime (not the pixels)."""
     digest = hashlib.sha256(f"{archive.layout}\n{archive.task.value}\n".encode())
     for sample in sorted(archive.samples, key=lambda s: s.key):
-        source = sample.path or (sample.array.file if sample.array else archive.root)
+        source = Path(sample.path or (sample.array.file if sample.array else archive.root))
         stat = source.stat()
         line = [sample.key, "|".join(sample.labels), sample.split, stat.st_size, stat.st_mtime_ns]
         digest.update(json.dumps(line).encode())

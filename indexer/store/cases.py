@@ -170,6 +170,7 @@ def _case_values(row: CaseRow) -> dict[str, Any]:
         "split": row.split,
         "meta": dict(row.meta),
         "group_key_hash": row.group_key_hash,
+        "labelled": row.labelled,
     }
 
 

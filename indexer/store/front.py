@@ -4,7 +4,8 @@ It owns the engine and the two session factories and runs each call in a transac
 its own, handing the session to the function of the entity module that does the work
 (:mod:`~indexer.store.collections`, :mod:`~indexer.store.cases`,
 :mod:`~indexer.store.case_filters`, :mod:`~indexer.store.ids`,
-:mod:`~indexer.store.versions`, :mod:`~indexer.store.jobs`; the schema's revision is
+:mod:`~indexer.store.versions`, :mod:`~indexer.store.jobs`,
+:mod:`~indexer.store.cursors`; the schema's revision is
 :mod:`~indexer.store.migrations`). Methods taking a ``session`` argument work inside the
 caller's transaction, opened with :meth:`MetadataStore.session`; all others run their own
 short transaction (a write transaction where they write).
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from indexer.group_keys import group_salt_fingerprint
-from indexer.store import case_filters, cases, collections, jobs, migrations, versions
+from indexer.store import case_filters, cases, collections, cursors, jobs, migrations, versions
 from indexer.store import ids as id_counter
 from indexer.store.engine import (
     create_store_engine,
@@ -361,3 +362,20 @@ class MetadataStore:
         (:func:`indexer.store.jobs.reap_stale_jobs`)."""
         with self.session() as session:
             return jobs.reap_stale_jobs(session, stale_after_s=stale_after_s)
+
+    # ----------------------------------------------------------------- follow cursors
+
+    def get_cursor(self, collection_id: int, source: str) -> str | None:
+        """Where the follower of ``source`` stopped (:func:`indexer.store.cursors.get_cursor`)."""
+        with self._read() as session:
+            return cursors.get_cursor(session, collection_id, source)
+
+    def set_cursor(self, collection_id: int, source: str, cursor: str) -> None:
+        """Store the follower's cursor (:func:`indexer.store.cursors.set_cursor`, an upsert)."""
+        with self.session() as session:
+            cursors.set_cursor(session, collection_id, source, cursor)
+
+    def delete_cursor(self, collection_id: int, source: str) -> bool:
+        """Forget the follower's cursor; whether there was one."""
+        with self.session() as session:
+            return cursors.delete_cursor(session, collection_id, source)

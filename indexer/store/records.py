@@ -108,6 +108,7 @@ class CaseRow:
     split: str = ""
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     group_key_hash: str | None = None
+    labelled: bool = True  # False: no diagnosis; ``labels`` is then empty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,7 @@ class CaseInfo:
     meta: dict[str, Any]
     group_key_hash: str | None
     created_at: dt.datetime
+    labelled: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

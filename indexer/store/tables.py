@@ -47,6 +47,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -148,6 +149,21 @@ class Case(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
     group_key_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # False: no diagnosis (e.g. a PACS instance no label table names); revision 0003.
+    labelled: Mapped[bool] = mapped_column(Boolean, server_default=true())
+
+
+class FollowCursor(Base):
+    """Where the follower of one source stopped reading its change feed (revision 0003)."""
+
+    __tablename__ = "follow_cursors"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text)  # opaque to the store: the follower's position
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class IdCounter(Base):
