@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.logs import request_id_var
 from imaging.decode import DecodeErrorKind, ImageDecodeError
@@ -75,17 +76,29 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse(error_body(describe_validation_error(exc), errors=errors), 400)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = exc.headers
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such page or resource"
         elif exc.status_code == 405:
             detail = "this method is not allowed here"
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         elif exc.status_code == 400 and detail.startswith("There was an error parsing the body"):
             detail = "the request body could not be read as multipart/form-data"
-        return JSONResponse(error_body(detail), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(detail), exc.status_code, headers=headers)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves on the request's path (Starlette's 405 names only
+    those of the first route that matched the path, e.g. POST of a GET + POST path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))

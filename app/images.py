@@ -2,7 +2,8 @@
 
 Paths come only from the case's ``source_uri`` in SQL (written by the indexer), never from
 the client. The bytes are checked against the case's content hash, so the service never
-shows a picture other than the one that was indexed.
+shows a picture other than the one that was indexed. A case indexed from a PACS is
+fetched from it again; a PACS that does not answer is a 504 (timeout) or 502.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from archives.content import decode_content, indexed_sample, sample_content
+from dicomweb.errors import DicomwebError, PacsUnavailableError
 from files.atomic import atomic_write_bytes
 from imaging.decode import DecodeErrorKind, DecodeLimits, ImageDecodeError, sniff_format
 from indexer.store import CaseInfo
@@ -45,6 +47,8 @@ def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
         digest, content = sample_content(indexed_sample(case.external_id, case.source_uri), limits)
     except FileNotFoundError:
         raise CaseImageError(410, f"case {case.id}'s image is no longer in the archive") from None
+    except DicomwebError as exc:
+        raise _pacs_error(case, exc) from None
     except (OSError, ValueError, KeyError, IndexError) as exc:
         # the exception names the file: it goes to the log, never into the answer
         log.warning("case %d's image cannot be read: %s", case.id, exc)
@@ -58,6 +62,17 @@ def _content(case: CaseInfo, limits: DecodeLimits) -> bytes | np.ndarray:
             "reindex the collection",
         )
     return content
+
+
+def _pacs_error(case: CaseInfo, exc: DicomwebError) -> CaseImageError:
+    """A PACS failure while fetching the case (the message names the server, never the
+    credentials)."""
+    log.warning("case %d's image cannot be fetched from the PACS: %s", case.id, exc)
+    if isinstance(exc, PacsUnavailableError):
+        if exc.timed_out:
+            return CaseImageError(504, f"the PACS did not answer in time for case {case.id}")
+        return CaseImageError(502, f"the PACS holding case {case.id} is unavailable")
+    return CaseImageError(502, f"the PACS holding case {case.id} refused or failed the request")
 
 
 def _reason(exc: Exception) -> str:

@@ -28,8 +28,12 @@ from pathlib import Path
 from typing import Final
 
 from app.settings import Settings
+from dicomweb.errors import DicomwebError
+from dicomweb.refs import is_dicomweb, parse_source
+from dicomweb.settings import ENVIRONMENT_VARIABLES as DICOMWEB_VARIABLES
 from indexer.group_keys import GENERATE_GROUP_SALT
 from indexer.plan import ReindexMode, parse_reindex_mode
+from indexer.sources import dicomweb_source_allowed
 from indexer.store import JobInfo, JobState, MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ LOG_TAIL_LINES = 5
 INHERITED_VARIABLES: Final = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP"}
     | {"PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    | set(DICOMWEB_VARIABLES)  # how to reach the PACS (credentials, trust, timeouts)
 )
 INHERITED_PREFIXES: Final = (
     *("LC_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "TORCH_", "PYTORCH_"),
@@ -98,6 +103,24 @@ class JobLauncher:
             raise JobRequestError(400, f"{what} {raw} does not exist on the server")
         return resolved
 
+    def _allowed_source(self, raw: str) -> str:
+        """A folder under MEDRET_ARCHIVE_ROOTS, or a DICOMweb source on MEDRET_DICOMWEB_URL's
+        PACS (no other server: a reindex must not make the service fetch from anywhere)."""
+        if not is_dicomweb(raw):
+            return str(self._allowed_path(raw, "source"))
+        try:
+            parse_source(raw)
+        except DicomwebError as exc:
+            raise JobRequestError(400, str(exc)) from None
+        if not dicomweb_source_allowed(raw, self.settings.dicomweb_url):
+            configured = self.settings.dicomweb_url or "unset"
+            raise JobRequestError(
+                403,
+                f"source {parse_source(raw).root} is not the PACS this service may read "
+                f"(MEDRET_DICOMWEB_URL: {configured})",
+            )
+        return raw
+
     def _group_salt(self) -> str:
         """The salt a reindex job hashes with; 503 when the service has none."""
         if self.settings.group_salt is None:
@@ -134,7 +157,7 @@ class JobLauncher:
             reindex = parse_reindex_mode(mode)
         except ValueError as exc:
             raise JobRequestError(400, str(exc)) from None
-        source_path = self._allowed_path(source, "source")
+        source_arg = self._allowed_source(source)
         existing = {c.name: c for c in self.store.list_collections()}
         coll = existing.get(collection)
         if checkpoint is not None:
@@ -147,7 +170,7 @@ class JobLauncher:
             )
         argv = [
             "--collection", collection,
-            "--source", str(source_path),
+            "--source", source_arg,
             "--checkpoint", str(checkpoint_path),
             "--layout", layout,
         ]  # fmt: skip
@@ -194,17 +217,8 @@ class JobLauncher:
             "--batch-size", str(self.settings.index_batch_size),
             "--device", self.settings.device,
         ]  # fmt: skip
-        env = job_environment(self.settings, os.environ)
         try:
-            with log_path.open("wb") as out:
-                process = subprocess.Popen(
-                    command,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C on the server does not kill the build
-                )
+            process = start_medret(command, self.settings, log_path)
         except OSError as exc:
             self.store.finish_job(job.id, state=JobState.FAILED, message=f"could not start: {exc}")
             raise JobRequestError(500, f"could not start the indexing process: {exc}") from exc
@@ -238,6 +252,22 @@ class JobLauncher:
         self.poll()
 
 
+def start_medret(
+    command: list[str], settings: Settings, log_path: Path, *, append: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a ``medret`` process (an index job or a follower) with :func:`job_environment`,
+    its output in ``log_path``, in a session of its own (the server's Ctrl-C is not its)."""
+    with log_path.open("ab" if append else "wb") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=job_environment(settings, os.environ),
+            start_new_session=True,
+        )
+
+
 def job_environment(settings: Settings, parent: Mapping[str, str]) -> dict[str, str]:
     """The environment of a job process: the variables of ``parent`` (the service's) named
     in :data:`INHERITED_VARIABLES` or :data:`INHERITED_PREFIXES`, and the ``MEDRET_*``
@@ -249,6 +279,8 @@ def job_environment(settings: Settings, parent: Mapping[str, str]) -> dict[str, 
     }
     env["MEDRET_DATABASE_URL"] = settings.resolved_database_url
     env["MEDRET_ARCHIVE_ROOTS"] = ",".join(map(str, settings.allowed_archive_roots))
+    if settings.dicomweb_url:
+        env["MEDRET_DICOMWEB_URL"] = settings.dicomweb_url
     if settings.metadata_allowlist:
         env["MEDRET_METADATA_ALLOWLIST"] = ",".join(settings.metadata_allowlist)
     if settings.group_salt is not None:

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.routes import admin, cases, explain, ops, query, viewer
 from app.errors import install_error_handlers
+from app.followers import FollowerLauncher
 from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware, UploadLimitMiddleware
@@ -46,11 +47,13 @@ def open_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     torch.set_num_threads(settings.resolved_torch_threads)
     store = MetadataStore.open(settings.resolved_database_url)
     limits = settings.decode_limits()  # one decode budget for every thread of the service
+    launcher = JobLauncher(settings, store)
     return Services(
         settings=settings,
         store=store,
         registry=CollectionRegistry(settings, store, metrics, limits),
-        launcher=JobLauncher(settings, store),
+        launcher=launcher,
+        followers=FollowerLauncher(launcher),
         metrics=metrics,
         limits=limits,
         thumbnail_dir=data_dir / "cache" / "thumbnails",
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await services.registry.aclose()
+            await asyncio.to_thread(services.followers.stop_all)
             services.launcher.poll()
             services.workers.shutdown(wait=True)
             await asyncio.to_thread(services.store.close)

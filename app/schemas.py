@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"  # a DICOM UID: digits and dots (dicomweb.refs)
 
 
 class ErrorOut(BaseModel):
@@ -35,14 +37,30 @@ class PredictionOut(LabelOut):
     probability: float = Field(ge=0, le=1)
 
 
+class DicomRefOut(BaseModel):
+    study_uid: str = Field(description="StudyInstanceUID (a pseudonymous identifier)")
+    series_uid: str = Field(description="SeriesInstanceUID")
+    instance_uid: str = Field(description="SOPInstanceUID")
+
+
 class CaseOut(BaseModel):
     case_id: int
     collection: str
     labels: list[LabelOut]
+    labelled: bool = Field(
+        description="false for a case no label table names (its labels are then empty)"
+    )
     split: str
     metadata: dict[str, Any]
     image_url: str
     thumbnail_url: str
+    dicom: DicomRefOut | None = Field(
+        description="the PACS instance the case was indexed from (null: not from a PACS)"
+    )
+    viewer_url: str | None = Field(
+        description="the case in the clinical viewer (MEDRET_VIEWER_URL_TEMPLATE; null "
+        "when unset or the case is not from a PACS)"
+    )
 
 
 class MapOut(BaseModel):
@@ -88,7 +106,12 @@ class HitOut(CaseOut):
 
 class VoteOut(LabelOut):
     count: int
-    fraction: float = Field(description="share of the retrieved cases with this label")
+    fraction: float = Field(description="share of the retrieved labelled cases with this label")
+
+
+class VoteBasisOut(BaseModel):
+    labelled_cases: int = Field(description="retrieved cases the k-NN vote counts")
+    unlabelled_cases: int = Field(description="retrieved cases left out of it: no label")
 
 
 class OodOut(BaseModel):
@@ -122,10 +145,35 @@ class QueryOut(BaseModel):
     task: Literal["single_label", "multi_label"]
     predictions: list[PredictionOut] = Field(description="every class, most probable first")
     cases: list[HitOut]
-    knn_vote: list[VoteOut] = Field(description="labels among the retrieved cases")
+    knn_vote: list[VoteOut] = Field(description="labels among the retrieved labelled cases")
+    knn_vote_basis: VoteBasisOut = Field(
+        description="how many retrieved cases the vote counts (unlabelled ones are left out)"
+    )
     out_of_distribution: OodOut
     query: QueryImageOut
     timings: TimingsOut
+
+
+class ReferenceIn(BaseModel):
+    """An image named by its UIDs, fetched from the PACS at MEDRET_DICOMWEB_URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_uid: str = Field(max_length=64, pattern=UID_PATTERN)
+    series_uid: str = Field(max_length=64, pattern=UID_PATTERN)
+    instance_uid: str = Field(max_length=64, pattern=UID_PATTERN)
+
+
+class QueryReferenceIn(ReferenceIn):
+    """``POST /query`` as JSON: the UIDs and, optionally, what the query string takes."""
+
+    top_k: int | None = Field(None, ge=1, le=100)
+    collection: str | None = Field(None, max_length=64)
+    label: str | None = Field(None, max_length=64)
+    split: str | None = Field(None, max_length=16)
+    filter: list[str] | None = Field(None, max_length=20)
+    preview: bool | None = None
+    explain: int | None = Field(None, ge=0, le=10)
 
 
 class CollectionOut(BaseModel):
@@ -150,6 +198,28 @@ class ReindexIn(BaseModel):
         None, max_length=4096, description="checkpoint path (default: the collection's own)"
     )
     layout: str = Field("auto", max_length=32, pattern=r"^[a-z0-9_]+$")
+
+
+class FollowIn(BaseModel):
+    collection: str = Field(min_length=1, max_length=64, examples=["cxr"])
+    source: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="the PACS, dicomweb+http(s)://…, on the server of MEDRET_DICOMWEB_URL",
+    )
+    checkpoint: str | None = Field(
+        None, max_length=4096, description="checkpoint path (default: the collection's own)"
+    )
+    labels: str | None = Field(
+        None, max_length=4096, description="a label table CSV inside MEDRET_ARCHIVE_ROOTS"
+    )
+
+
+class FollowerOut(BaseModel):
+    collection: str
+    source: str
+    pid: int
+    since: dt.datetime
 
 
 # A job as the admin API shows it: the fields of indexer.store.JobInfo an operator needs,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from app.followers import FollowerLauncher
 from app.jobs import JobLauncher
 from app.metrics import ServiceMetrics
 from app.runtime import CollectionRegistry
@@ -30,6 +31,7 @@ class Services:
     store: MetadataStore
     registry: CollectionRegistry
     launcher: JobLauncher
+    followers: FollowerLauncher
     metrics: ServiceMetrics
     limits: DecodeLimits
     thumbnail_dir: Path

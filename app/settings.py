@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from archives.privacy import metadata_allowlist
+from dicomweb.errors import DicomwebError
+from dicomweb.refs import parse_source
 from imaging.limits import DecodeBudget, DecodeLimits
 from indexer.group_keys import checked_group_salt
 
@@ -173,6 +175,19 @@ class Settings(BaseSettings):
         description="secret salt of the hashed patient/lesion keys in SQL, at least 32 "
         "random bytes (unset: /admin/reindex is refused)",
     )
+    dicomweb_url: str | None = Field(
+        None,
+        description="the PACS's DICOMweb root, http(s)://host:port/dicom-web: where "
+        "/query fetches an instance named by its UIDs, and the one PACS /admin/reindex and "
+        "/admin/follow may read (credentials from MEDRET_DICOMWEB_USERNAME/PASSWORD or "
+        "MEDRET_DICOMWEB_TOKEN)",
+    )
+    viewer_url_template: str | None = Field(
+        None,
+        description="link from a PACS case to the clinical viewer, with {study_uid}, "
+        "{series_uid} and {instance_uid}, e.g. "
+        "https://viewer/viewer?StudyInstanceUIDs={study_uid} (unset: no viewer_url)",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     _split = field_validator(
@@ -183,6 +198,33 @@ class Settings(BaseSettings):
     @classmethod
     def _no_identifying_columns(cls, value: list[str]) -> list[str]:
         metadata_allowlist(value)  # an ArchiveError (a ValueError) names a refused column
+        return value
+
+    @field_validator("dicomweb_url")
+    @classmethod
+    def _dicomweb_root(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        text = value if value.startswith("dicomweb+") else f"dicomweb+{value}"
+        try:
+            return parse_source(text).root
+        except DicomwebError as exc:
+            raise ValueError(f"MEDRET_DICOMWEB_URL: {exc}") from None
+
+    @field_validator("viewer_url_template")
+    @classmethod
+    def _viewer_template(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            value.format(study_uid="1", series_uid="2", instance_uid="3")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "MEDRET_VIEWER_URL_TEMPLATE may use only {study_uid}, {series_uid} and "
+                f"{{instance_uid}}: {exc}"
+            ) from None
+        if not value.startswith(("https://", "http://", "/")):
+            raise ValueError("MEDRET_VIEWER_URL_TEMPLATE must be an http(s) URL or a path")
         return value
 
     @field_validator("admin_token")

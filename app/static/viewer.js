@@ -37,6 +37,7 @@
     dialogImage: $("dialog-image"),
     dialogLabels: $("dialog-labels"),
     dialogScore: $("dialog-score"),
+    dialogViewer: $("dialog-viewer"),
     dialogMetadata: $("dialog-metadata"),
     queryStack: $("query-stack"),
     caseStack: $("case-stack"),
@@ -72,6 +73,12 @@
 
   function labelText(label) {
     return label.name && label.name !== label.code ? `${label.name} (${label.code})` : label.code;
+  }
+
+  function caseLabels(hit) {
+    // a PACS case no label table names has no diagnosis: it is not a "no label" finding
+    if (hit.labelled === false) return "unlabelled";
+    return hit.labels.map(labelText).join(", ") || "no label";
   }
 
   function percent(fraction) {
@@ -207,7 +214,8 @@
     renderQueryImage(answer.query);
     renderOod(answer.out_of_distribution, answer.index);
     renderPredictions(answer.predictions, answer.task);
-    renderVote(answer.knn_vote, answer.cases.length);
+    const basis = answer.knn_vote_basis;
+    renderVote(answer.knn_vote, basis ? basis.labelled_cases : answer.cases.length);
     renderCases(answer.cases);
     renderProvenance(answer);
     el.placeholder.hidden = true;
@@ -285,7 +293,7 @@
     const button = testid(make("button", "case"), "case");
     button.type = "button";
     button.dataset.caseId = String(hit.case_id);
-    const labels = hit.labels.map(labelText).join(", ") || "no label";
+    const labels = caseLabels(hit);
     button.setAttribute(
       "aria-label",
       `Rank ${hit.rank}: ${labels}, similarity ${hit.score.toFixed(3)}. Open enlarged.`,
@@ -331,7 +339,14 @@
     el.explainQueryImage.alt = "The query image";
     el.dialogImage.src = hit.image_url;
     el.dialogImage.alt = `Case ${hit.case_id}`;
-    el.dialogLabels.textContent = hit.labels.map(labelText).join(", ") || "no label";
+    el.dialogLabels.textContent = caseLabels(hit);
+    if (hit.viewer_url) {
+      el.dialogViewer.href = hit.viewer_url;
+      el.dialogViewer.hidden = false;
+    } else {
+      el.dialogViewer.removeAttribute("href");
+      el.dialogViewer.hidden = true;
+    }
     el.dialogScore.textContent = `Similarity ${hit.score.toFixed(3)} (cosine, −1 to 1)`;
     const facts = [["split", hit.split], ...Object.entries(hit.metadata || {})];
     el.dialogMetadata.replaceChildren(

@@ -25,7 +25,8 @@ def services_of(client: TestClient) -> Services:
 def every_admin_route(
     client: TestClient, env: ServiceEnv, headers: dict[str, Any]
 ) -> list[httpx.Response]:
-    """One request to each admin route (reindex, a job, a case removal) with ``headers``."""
+    """One request to each admin route (reindex, a job, a case removal, the followers) with
+    ``headers``."""
     return [
         client.post(
             "/admin/reindex",
@@ -34,6 +35,13 @@ def every_admin_route(
         ),
         client.get(f"/admin/jobs/{uuid.uuid4()}", headers=headers),
         client.delete("/admin/cases/1", headers=headers),
+        client.post(
+            "/admin/follow",
+            json={"collection": "derm", "source": "dicomweb+http://127.0.0.1:9/dicom-web"},
+            headers=headers,
+        ),
+        client.get("/admin/follow", headers=headers),
+        client.delete("/admin/follow/derm", headers=headers),
     ]
 
 

@@ -365,3 +365,41 @@ def test_a_multi_label_answer_says_independent_probabilities(
     viewer.wait_for_results()
     expect(viewer.testid("task-note")).to_contain_text("independent probabilities")
     expect(viewer.testid("ood-warning")).to_be_hidden()
+
+
+def pacs_cases(route: Route) -> None:
+    """The real answer with its first case made an unlabelled PACS case with a viewer link."""
+    answer = route.fetch().json()
+    first = answer["cases"][0]
+    first.update(
+        labels=[],
+        labelled=False,
+        dicom={"study_uid": "1.2.3", "series_uid": "1.2.3.4", "instance_uid": "1.2.3.4.5"},
+        viewer_url="https://viewer.example/viewer?StudyInstanceUIDs=1.2.3",
+    )
+    route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+
+def test_a_pacs_case_links_to_the_viewer_and_reads_unlabelled(
+    viewer: ViewerPage, ham_image: bytes
+) -> None:
+    viewer.page.route("**/query?*", pacs_cases)
+    viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    viewer.wait_for_results()
+    expect(viewer.testid("case-labels").first).to_have_text("unlabelled")
+
+    link = viewer.testid("dialog-viewer")
+    viewer.testid("case").first.click()
+    expect(viewer.testid("dialog-labels")).to_have_text("unlabelled")
+    expect(link).to_be_visible()
+    expect(link).to_have_text("Open in viewer")
+    expect(link).to_have_attribute("href", "https://viewer.example/viewer?StudyInstanceUIDs=1.2.3")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    viewer.testid("dialog-close").click()
+
+    viewer.testid("case").nth(1).click()  # a case of a folder archive: no link
+    expect(viewer.testid("dialog-labels")).not_to_have_text("unlabelled")
+    expect(link).to_be_hidden()
+    viewer.testid("dialog-close").click()
+    assert viewer.errors == []

@@ -1,4 +1,5 @@
-"""The admin API (bearer token): reindex, follow jobs, remove a case."""
+"""The admin API (bearer token): reindex, follow jobs, remove a case, start and stop PACS
+followers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminDep, ServicesDep
 from app.api.routes.cases import CaseId, served_case
 from app.errors import ApiError
+from app.followers import RunningFollower
 from app.jobs import JobRequestError
-from app.schemas import ErrorOut, JobOut, ReindexIn
+from app.schemas import ErrorOut, FollowerOut, FollowIn, JobOut, ReindexIn
 from indexer.store import JobInfo
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
@@ -98,3 +100,63 @@ async def delete_case(request: Request, case_id: CaseId, services: ServicesDep) 
     except JobRequestError as exc:
         raise ApiError(exc.status, exc.detail) from None
     return job_out(job, request.scope.get("root_path", ""))
+
+
+def follower_out(follower: RunningFollower) -> FollowerOut:
+    return FollowerOut(
+        collection=follower.collection,
+        source=follower.source,
+        pid=follower.pid,
+        since=follower.since,
+    )
+
+
+@router.post(
+    "/follow",
+    status_code=201,
+    response_model=FollowerOut,
+    responses={
+        **ADMIN_ERRORS,
+        400: {"model": ErrorOut, "description": "bad request"},
+        403: {"model": ErrorOut, "description": "the source is not MEDRET_DICOMWEB_URL's PACS"},
+        409: {"model": ErrorOut, "description": "a follower already runs for this collection"},
+        503: {"model": ErrorOut, "description": "the service has no MEDRET_GROUP_SALT"},
+    },
+    summary="Start following a PACS into a collection (a 'medret follow' process)",
+)
+async def start_follower(body: FollowIn, services: ServicesDep) -> FollowerOut:
+    try:
+        follower = await run_in_threadpool(
+            services.followers.start,
+            body.collection,
+            body.source,
+            checkpoint=body.checkpoint,
+            labels=body.labels,
+        )
+    except JobRequestError as exc:
+        raise ApiError(exc.status, exc.detail) from None
+    return follower_out(follower)
+
+
+@router.get(
+    "/follow",
+    response_model=list[FollowerOut],
+    responses=ADMIN_ERRORS,
+    summary="The PACS followers this service runs",
+)
+async def list_followers(services: ServicesDep) -> list[FollowerOut]:
+    return [follower_out(f) for f in await run_in_threadpool(services.followers.running)]
+
+
+@router.delete(
+    "/follow/{collection}",
+    status_code=204,
+    responses={**ADMIN_ERRORS},
+    summary="Stop a collection's follower (SIGTERM, then SIGKILL after 10 s)",
+)
+async def stop_follower(
+    collection: Annotated[str, Path(max_length=64, description="the collection followed")],
+    services: ServicesDep,
+) -> None:
+    if not await run_in_threadpool(services.followers.stop, collection):
+        raise ApiError(404, f"no follower runs for {collection!r}")

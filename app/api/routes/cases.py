@@ -1,5 +1,6 @@
 """GET /cases/{id} and its image and thumbnail. Case ids are integers: no client-supplied
-text ever becomes a filesystem path."""
+text ever becomes a filesystem path. A case indexed from a PACS carries its UIDs and a
+link to the clinical viewer, and its image is fetched from the PACS again."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ServicesDep
 from app.errors import ApiError
 from app.images import CaseImageError, case_picture, case_thumbnail
+from app.references import REFERENCE_ERRORS, dicom_ref, viewer_url
 from app.runtime import CollectionRuntime
 from app.schemas import CaseOut, ErrorOut, LabelOut
 from app.services import Services
@@ -27,20 +29,31 @@ IMAGE_ERRORS: dict[int | str, dict[str, object]] = {
     **NOT_FOUND,
     409: {"model": ErrorOut, "description": "the archived file changed since indexing"},
     410: {"model": ErrorOut, "description": "the archived file is gone or unreadable"},
+    502: {"model": ErrorOut, "description": "the case's PACS is down or refused the request"},
+    504: REFERENCE_ERRORS[504],
 }
 CACHE_IMMUTABLE = "private, max-age=86400, immutable"
 
 
-def case_fields(runtime: CollectionRuntime, case: CaseInfo, root: str = "") -> dict[str, Any]:
+def case_fields(
+    runtime: CollectionRuntime,
+    case: CaseInfo,
+    root: str = "",
+    viewer_template: str | None = None,
+) -> dict[str, Any]:
     """The fields of :class:`CaseOut` (and of a query's :class:`HitOut`) for ``case``."""
+    dicom = dicom_ref(case.source_uri)
     return {
         "case_id": case.id,
         "collection": runtime.name,
         "labels": [LabelOut(code=c, name=runtime.label_name(c)) for c in case.labels],
+        "labelled": case.labelled,
         "split": case.split,
         "metadata": dict(case.meta),
         "image_url": f"{root}/cases/{case.id}/image",
         "thumbnail_url": f"{root}/cases/{case.id}/thumbnail",
+        "dicom": dicom,
+        "viewer_url": viewer_url(viewer_template, dicom),
     }
 
 
@@ -55,7 +68,8 @@ def served_case(services: Services, case_id: int) -> tuple[CollectionRuntime, Ca
 @router.get("/{case_id}", response_model=CaseOut, responses=NOT_FOUND, summary="A case's record")
 async def get_case(request: Request, case_id: CaseId, services: ServicesDep) -> CaseOut:
     runtime, case = await run_in_threadpool(served_case, services, case_id)
-    return CaseOut(**case_fields(runtime, case, request.scope.get("root_path", "")))
+    root = request.scope.get("root_path", "")
+    return CaseOut(**case_fields(runtime, case, root, services.settings.viewer_url_template))
 
 
 @router.get(

@@ -1,7 +1,9 @@
 """POST /explain: an image and an archived case in; which regions of each carry their
 similarity score, and which regions of the image drive its top class, out.
 
-The upload is decoded exactly as ``POST /query`` decodes it (same limits, same errors);
+The upload (or the PACS instance named by ``study_uid``, ``series_uid`` and
+``instance_uid``, as form fields or a JSON body) is decoded exactly as ``POST /query``
+decodes it (same limits, same errors);
 the method is :mod:`model.explain` (docs/service.md, "POST /explain").
 """
 
@@ -10,11 +12,21 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import ServicesDep
 from app.api.routes.cases import IMAGE_ERRORS, served_case
-from app.api.routes.query import ERRORS, decoded_upload, predicted, runtime_for
+from app.api.routes.query import (
+    QUERY_ERRORS,
+    ImageUpload,
+    InstanceUid,
+    SeriesUid,
+    StudyUid,
+    decoded_upload,
+    json_alternative,
+    predicted,
+    runtime_for,
+)
 from app.errors import ApiError
 from app.explanations import (
     ExplanationUnsupportedError,
@@ -23,13 +35,17 @@ from app.explanations import (
 )
 from app.images import CaseImageError
 from app.logs import request_id_var
-from app.schemas import ErrorOut, ExplainOut
+from app.references import chosen_image, is_json, json_body, reference_of
+from app.schemas import ErrorOut, ExplainOut, ReferenceIn
 
 router = APIRouter(tags=["query"])
 
 EXPLAIN_ERRORS: dict[int | str, dict[str, object]] = {
-    **ERRORS,
-    404: {"model": ErrorOut, "description": "unknown collection, or no such case in it"},
+    **QUERY_ERRORS,
+    404: {
+        "model": ErrorOut,
+        "description": "unknown collection, no such case in it, or no such PACS instance",
+    },
     409: IMAGE_ERRORS[409],
     410: IMAGE_ERRORS[410],
 }
@@ -40,26 +56,34 @@ EXPLAIN_ERRORS: dict[int | str, dict[str, object]] = {
     response_model=ExplainOut,
     responses=EXPLAIN_ERRORS,
     summary="Show which regions of an image and of an archived case make them similar",
+    description="The image is an uploaded `file`, or an instance of the PACS named by "
+    "`study_uid`, `series_uid` and `instance_uid` (form fields or a JSON body).",
+    openapi_extra=json_alternative(ReferenceIn),
 )
 async def explain(
+    request: Request,
     services: ServicesDep,
-    file: Annotated[
-        UploadFile,
-        File(description="PNG, JPEG, TIFF, BMP, WebP or DICOM; recognised by content"),
-    ],
     case_id: Annotated[
         int, Query(ge=1, le=2**62, description="the case to compare with (from a query answer)")
     ],
+    file: ImageUpload = None,
+    study_uid: StudyUid = None,
+    series_uid: SeriesUid = None,
+    instance_uid: InstanceUid = None,
     collection: Annotated[
         str | None, Query(max_length=64, description="default: the case's own collection")
     ] = None,
 ) -> Response:
+    uids = {"study_uid": study_uid, "series_uid": series_uid, "instance_uid": instance_uid}
+    if is_json(request):
+        uids = (await json_body(request, ReferenceIn)).model_dump()
+    image = chosen_image(file, reference_of(uids))
     if collection is not None:
         runtime_for(services, collection)  # 404 for an unknown collection, 503 if not ready
     runtime, case = await services.run(served_case, services, case_id)
     if collection is not None and runtime.name != collection:
         raise ApiError(404, f"no case {case_id} in collection {collection!r}")
-    _, canvas = await decoded_upload(services, runtime, file)
+    _, canvas = await decoded_upload(services, runtime, image)
     try:
         archived = await services.run(case_canvas, runtime, case, services.limits)
     except CaseImageError as exc:

@@ -1,4 +1,8 @@
-"""POST /query: an image in; predictions, similar cases and an out-of-distribution flag out."""
+"""POST /query: an image in; predictions, similar cases and an out-of-distribution flag out.
+
+The image is an uploaded file, or an instance of the configured PACS named by its UIDs
+(form fields or a JSON body; :mod:`app.references`), decoded the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from app.api.deps import ServicesDep
 from app.api.routes.cases import case_fields
@@ -20,6 +24,15 @@ from app.errors import ApiError, decode_error
 from app.explanations import ExplanationUnsupportedError, hit_explanations
 from app.images import render_preview
 from app.logs import request_id_var
+from app.references import (
+    REFERENCE_ERRORS,
+    Reference,
+    chosen_image,
+    is_json,
+    json_body,
+    reference_of,
+    retrieved_instance,
+)
 from app.runner import Prediction
 from app.runtime import (
     AmbiguousCollectionError,
@@ -28,6 +41,7 @@ from app.runtime import (
     UnknownCollectionError,
 )
 from app.schemas import (
+    UID_PATTERN,
     ErrorOut,
     ExplanationOut,
     HitOut,
@@ -37,7 +51,10 @@ from app.schemas import (
     PredictionOut,
     QueryImageOut,
     QueryOut,
+    QueryReferenceIn,
+    ReferenceIn,
     TimingsOut,
+    VoteBasisOut,
     VoteOut,
 )
 from app.services import Services
@@ -67,6 +84,37 @@ ERRORS: dict[int | str, dict[str, object]] = {
         503: "no index loaded yet, or the server is busy decoding other large images (retry)",
     }.items()
 }
+ERRORS.update({code: REFERENCE_ERRORS[code] for code in (502, 504)})
+QUERY_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    **{code: REFERENCE_ERRORS[code] for code in (400, 404, 422)},
+}
+UID_FORM = {"maxLength": 64, "pattern": UID_PATTERN}
+
+
+def uid_form(what: str) -> Any:
+    """A form field naming one UID of a PACS instance (checked by :mod:`app.references`,
+    so that a malformed UID is a 422 with a sentence)."""
+    return Form(
+        description=f"{what} of an instance in the PACS (MEDRET_DICOMWEB_URL), instead of "
+        "a file; all three UIDs together",
+        json_schema_extra=UID_FORM,
+    )
+
+
+# The image of a query or an explanation: an upload, or the three UIDs of a PACS instance.
+ImageUpload = Annotated[
+    UploadFile | None,
+    File(description="PNG, JPEG, TIFF, BMP, WebP or DICOM; recognised by content"),
+]
+StudyUid = Annotated[str | None, uid_form("StudyInstanceUID")]
+SeriesUid = Annotated[str | None, uid_form("SeriesInstanceUID")]
+InstanceUid = Annotated[str | None, uid_form("SOPInstanceUID")]
+
+
+def json_alternative(model: type[ReferenceIn]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` entry that documents a JSON body of ``model``."""
+    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def runtime_for(services: Services, collection: str | None) -> CollectionRuntime:
@@ -120,11 +168,15 @@ def decode_for(
 
 
 async def decoded_upload(
-    services: Services, runtime: CollectionRuntime, file: UploadFile
+    services: Services, runtime: CollectionRuntime, file: UploadFile | Reference
 ) -> tuple[DecodedImage, torch.Tensor]:
-    """The uploaded file decoded and letterboxed for `runtime`'s model; 413/415/422 if not."""
-    data = await file.read()
-    await file.close()
+    """The uploaded file (or the PACS instance a reference names) decoded and letterboxed
+    for `runtime`'s model; 413/415/422 if not, 404/502/504 for what the PACS does wrong."""
+    if isinstance(file, Reference):
+        data = await services.run(retrieved_instance, services, file)
+    else:
+        data = await file.read()
+        await file.close()
     try:
         return await services.run(decode_for, runtime, data, services.limits)
     except ImageDecodeError as exc:
@@ -159,8 +211,10 @@ def search_for(
 
 
 def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
-    counts: Counter[str] = Counter(code for hit in hits for code in set(hit.case.labels))
-    total = max(len(hits), 1)
+    """The labels among the labelled hits (an unlabelled case has no say in the vote)."""
+    labelled = [hit for hit in hits if hit.case.labelled]
+    counts: Counter[str] = Counter(code for hit in labelled for code in set(hit.case.labels))
+    total = max(len(labelled), 1)
     return [
         VoteOut(code=code, name=runtime.label_name(code), count=n, fraction=n / total)
         for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -178,19 +232,46 @@ def predictions_out(runtime: CollectionRuntime, probabilities: np.ndarray) -> li
     ]
 
 
+def vote_basis(hits: list[Hit]) -> VoteBasisOut:
+    labelled = sum(1 for hit in hits if hit.case.labelled)
+    return VoteBasisOut(labelled_cases=labelled, unlabelled_cases=len(hits) - labelled)
+
+
+async def query_parameters(
+    request: Request, given: dict[str, Any], form_uids: dict[str, str | None]
+) -> tuple[Reference | None, dict[str, Any]]:
+    """The image reference and the query's parameters: from the form, or (a JSON body)
+    the body's, which must not repeat one of the query string."""
+    if not is_json(request):
+        return reference_of(form_uids), given
+    body = await json_body(request, QueryReferenceIn)
+    extra = body.model_dump(exclude_unset=True, exclude=set(form_uids))
+    repeated = sorted(name for name in extra if name in request.query_params)
+    if repeated:
+        raise ApiError(
+            422, f"{', '.join(repeated)} given both in the query string and in the JSON body"
+        )
+    extra = {name: value for name, value in extra.items() if value is not None}
+    return reference_of(body.model_dump()), given | extra
+
+
 @router.post(
     "/query",
     response_model=QueryOut,
-    responses=ERRORS,
+    responses=QUERY_ERRORS,
     summary="Classify an image and find the most similar archived cases",
+    description="The image is an uploaded `file`, or an instance of the PACS named by "
+    "`study_uid`, `series_uid` and `instance_uid` (form fields, or a JSON body that may "
+    "also carry the query-string parameters).",
+    openapi_extra=json_alternative(QueryReferenceIn),
 )
 async def query(
     request: Request,
     services: ServicesDep,
-    file: Annotated[
-        UploadFile,
-        File(description="PNG, JPEG, TIFF, BMP, WebP or DICOM; recognised by content"),
-    ],
+    file: ImageUpload = None,
+    study_uid: StudyUid = None,
+    series_uid: SeriesUid = None,
+    instance_uid: InstanceUid = None,
     top_k: Annotated[int, Query(ge=1, le=100, description="similar cases to return")] = 10,
     collection: Annotated[
         str | None, Query(max_length=64, description="default: the only or default collection")
@@ -222,9 +303,19 @@ async def query(
     ] = 0,
 ) -> Response:
     started = time.perf_counter()
+    reference, given = await query_parameters(
+        request,
+        {"top_k": top_k, "collection": collection, "label": label, "split": split}
+        | {"filter": filter, "preview": preview, "explain": explain},
+        {"study_uid": study_uid, "series_uid": series_uid, "instance_uid": instance_uid},
+    )
+    image = chosen_image(file, reference)
+    top_k, collection, preview, explain = (
+        given[k] for k in ("top_k", "collection", "preview", "explain")
+    )
     runtime = runtime_for(services, collection)  # one snapshot for the whole request
-    filters = parse_filters(label, split, filter)
-    decoded, canvas = await decoded_upload(services, runtime, file)
+    filters = parse_filters(given["label"], given["split"], given["filter"])
+    decoded, canvas = await decoded_upload(services, runtime, image)
     decoded_at = time.perf_counter()
     prediction = await predicted(runtime, canvas)
     embedded_at = time.perf_counter()
@@ -277,11 +368,12 @@ async def query(
                 rank=h.rank,
                 score=h.score,
                 explanation=explanations.get(h.case.id),
-                **case_fields(runtime, h.case, root),
+                **case_fields(runtime, h.case, root, services.settings.viewer_url_template),
             )
             for h in hits
         ],
         knn_vote=knn_vote(runtime, hits),
+        knn_vote_basis=vote_basis(hits),
         out_of_distribution=OodOut(
             flagged=flagged,
             score=score,
