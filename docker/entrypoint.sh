@@ -5,7 +5,7 @@
 #                         nothing would be served, then exec `medret serve`
 #   serve [OPTIONS]       exec `medret serve` alone (replicas whose schema is migrated)
 #   migrate [OPTIONS]     create or upgrade the schema, then exit
-#   index|train|evaluate|ablate|inspect|demo [ARGS]   exec that `medret` command
+#   index|follow|train|evaluate|ablate|inspect|demo [ARGS]   exec that `medret` command
 #   sh|bash [ARGS]        a shell, for debugging
 #
 # Variables read here besides the service's MEDRET_* settings:
@@ -33,6 +33,7 @@ commands:
   serve [OPTIONS]       run 'medret serve' only
   migrate [OPTIONS]     create or upgrade the database schema, then exit
   index ARGS...         run 'medret index' (e.g. index --list)
+  follow ARGS...        run 'medret follow' (keep a collection up to date with a PACS)
   train ARGS...         run 'medret train'
   evaluate|ablate|inspect|demo ARGS...   run that medret command
   sh|bash [ARGS...]     run a shell
@@ -143,14 +144,15 @@ command=$1
 shift
 
 case "$command" in
-    api | migrate | serve | index | train | evaluate | ablate | inspect | demo)
+    api | migrate | serve | index | follow | train | evaluate | ablate | inspect | demo)
         check_database_passwords ;;
 esac
 
 case "$command" in
     api) run_api "$@" ;;
     migrate) migrate "$@" ;;
-    serve | index | train | evaluate | ablate | inspect | demo) exec medret "$command" "$@" ;;
+    serve | index | follow | train | evaluate | ablate | inspect | demo)
+        exec medret "$command" "$@" ;;
     sh | bash) exec "$command" "$@" ;;
     help) usage; exit 0 ;;
     *)

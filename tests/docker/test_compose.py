@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from app.settings import environment_variables, load_settings
+from dicomweb import settings as dicomweb_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -26,6 +27,9 @@ DOCKERFILES = [REPO / "docker" / "Dockerfile.cpu", REPO / "docker" / "Dockerfile
 
 # Read by docker/entrypoint.sh before the service starts, so not fields of Settings.
 ENTRYPOINT_ONLY_VARIABLES = {"MEDRET_DB_WAIT_S"}
+# Read by the DICOMweb client (credentials, trust, timeouts), not fields of Settings either.
+DICOMWEB_CLIENT_VARIABLES = set(dicomweb_settings.ENVIRONMENT_VARIABLES)
+ORTHANC_DICOMWEB = "http://orthanc:8042/dicom-web"
 
 MEDRET_NAME = re.compile(r"\bMEDRET_[A-Z0-9_]+\b")
 
@@ -46,7 +50,7 @@ def service_environment(service: dict[str, Any]) -> dict[str, str | None]:
 
 
 def test_compose_sets_only_known_medret_variables(compose: dict[str, Any]) -> None:
-    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES
+    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES | DICOMWEB_CLIENT_VARIABLES
     set_anywhere = {
         (name, service_name)
         for service_name, service in compose["services"].items()
@@ -59,7 +63,7 @@ def test_compose_sets_only_known_medret_variables(compose: dict[str, Any]) -> No
 
 
 def test_env_example_names_only_known_medret_variables() -> None:
-    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES
+    known = set(environment_variables()) | ENTRYPOINT_ONLY_VARIABLES | DICOMWEB_CLIENT_VARIABLES
     named = set(MEDRET_NAME.findall(ENV_EXAMPLE.read_text()))
     assert "MEDRET_ADMIN_TOKEN" in named
     assert not named - known, f"unknown variables in .env.example: {sorted(named - known)}"
@@ -190,3 +194,91 @@ def test_images_copy_every_package_the_project_installs(dockerfile: Path) -> Non
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.M))
     assert packages == copied
     assert packages == set(project["tool"]["importlinter"]["root_packages"])
+
+
+def test_the_pacs_services_are_behind_the_pacs_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["orthanc"]["profiles"] == ["pacs"]
+    assert services["follower"]["profiles"] == ["pacs"]
+    for name in ("db", "api"):  # a plain `docker compose up` starts no PACS
+        assert "profiles" not in services[name]
+        assert "orthanc" not in services[name].get("depends_on", {})
+
+
+def test_the_orthanc_image_is_pinned_persistent_and_health_checked(
+    compose: dict[str, Any],
+) -> None:
+    orthanc = compose["services"]["orthanc"]
+    image, _, tag = orthanc["image"].partition(":")
+    assert image == "orthancteam/orthanc"
+    assert tag
+    assert not tag.startswith("latest")
+    assert "orthanc-db:/var/lib/orthanc/db" in orthanc["volumes"]
+    assert "orthanc-db" in compose["volumes"]
+    assert orthanc["healthcheck"]["test"][0] == "CMD"
+    assert orthanc["restart"] == "unless-stopped"
+    assert service_environment(orthanc)["DICOM_WEB_PLUGIN_ENABLED"] == "true"
+
+
+def test_every_published_port_is_on_loopback(compose: dict[str, Any]) -> None:
+    published = {
+        name: [str(port) for port in service.get("ports", [])]
+        for name, service in compose["services"].items()
+    }
+    assert published["orthanc"] == ["127.0.0.1:8042:8042"]
+    for name, ports in published.items():
+        for port in ports:
+            address = port.rsplit(":", 2)[0]
+            assert address in {"127.0.0.1", "${API_PUBLISH_ADDRESS:-127.0.0.1}"}, (name, port)
+
+
+def test_the_orthanc_password_has_no_default_and_orthanc_checks_it(
+    compose: dict[str, Any],
+) -> None:
+    text = COMPOSE.read_text()
+    # every use of ORTHANC_PASSWORD: no fallback value anyone could guess
+    defaults = re.findall(r"\$\{ORTHANC_PASSWORD:?-([^}]*)\}", text)
+    assert defaults
+    assert all(value == "" for value in defaults), defaults
+    assert "ORTHANC__REGISTERED_USERS" not in text  # only the start script writes the user
+    assert not re.search(r"^ORTHANC_PASSWORD=", ENV_EXAMPLE.read_text(), re.M)
+    orthanc = compose["services"]["orthanc"]
+    assert orthanc["entrypoint"] == ["/bin/sh", "/medret/orthanc-start.sh"]
+    assert "./docker/orthanc-start.sh:/medret/orthanc-start.sh:ro" in orthanc["volumes"]
+    assert (REPO / "docker" / "orthanc-start.sh").is_file()
+    assert service_environment(orthanc)["ORTHANC_PASSWORD"] == "${ORTHANC_PASSWORD:-}"
+
+
+def test_the_api_and_the_follower_reach_the_orthanc_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    api = service_environment(services["api"])
+    assert api["MEDRET_DICOMWEB_URL"] is not None
+    assert ORTHANC_DICOMWEB in api["MEDRET_DICOMWEB_URL"]
+    assert "ORTHANC_PASSWORD" in (api["MEDRET_DICOMWEB_PASSWORD"] or "")
+    follower = services["follower"]
+    env = service_environment(follower)
+    assert env["MEDRET_DICOMWEB_URL"] == ORTHANC_DICOMWEB
+    assert (
+        env["MEDRET_DICOMWEB_USERNAME"]
+        == service_environment(services["orthanc"])["ORTHANC_USERNAME"]
+    )
+    assert env["MEDRET_DICOMWEB_PASSWORD"] == "${ORTHANC_PASSWORD:-}"
+    assert env["MEDRET_DATABASE_URL"] == api["MEDRET_DATABASE_URL"]
+    load_settings(dicomweb_url=env["MEDRET_DICOMWEB_URL"])  # a URL the service accepts
+
+
+def test_the_follower_runs_medret_follow_on_the_orthanc_source(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    follower = services["follower"]
+    command = follower["command"]
+    assert command[0] == "follow"
+    assert command[command.index("--source") + 1] == f"dicomweb+{ORTHANC_DICOMWEB}"
+    assert command[command.index("--collection") + 1] == "${PACS_COLLECTION:-pacs}"
+    assert follower["image"] == services["api"]["image"]
+    assert follower["build"] == services["api"]["build"]
+    assert follower["restart"] == "unless-stopped"
+    assert follower["depends_on"]["orthanc"]["condition"] == "service_healthy"
+    assert follower["depends_on"]["db"]["condition"] == "service_healthy"
+    assert follower["env_file"] == ".env"
+    entrypoint = ENTRYPOINT.read_text()
+    assert re.search(r"^\s+serve \| index \| follow \|", entrypoint, re.M)

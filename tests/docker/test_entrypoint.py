@@ -183,7 +183,7 @@ def test_a_bad_wait_setting_is_refused(entrypoint: Entrypoint) -> None:
 
 
 @pytest.mark.parametrize("password", ["CHANGE_ME", "change-me", "postgres", "Password"])
-@pytest.mark.parametrize("command", ["api", "migrate", "index"])
+@pytest.mark.parametrize("command", ["api", "migrate", "index", "follow"])
 def test_a_placeholder_database_password_is_refused(
     entrypoint: Entrypoint, command: str, password: str
 ) -> None:
@@ -239,6 +239,7 @@ def test_unknown_commands_print_usage_and_exit_2(entrypoint: Entrypoint, argv: l
         ["index", "--collection", "derm", "--source", "/archive", "--checkpoint", "/runs/m.st"],
         ["train", "--data", "/dataset", "--out", "/runs/model"],
         ["demo", "--no-serve"],
+        ["follow", "--collection", "cxr", "--source", "dicomweb+http://orthanc:8042/dicom-web"],
         ["serve", "--port", "9000"],
     ],
 )
