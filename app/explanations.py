@@ -33,7 +33,7 @@ class ExplanationUnsupportedError(Exception):
 
 def explained_network(runtime: CollectionRuntime) -> MultiScaleViT:
     network = runtime.runner.loaded.model
-    if not isinstance(network, MultiScaleViT):  # pragma: no cover - every checkpoint is one
+    if not isinstance(network, MultiScaleViT):  # EfficientNet-Lite0 has no patch tokens
         raise ExplanationUnsupportedError(
             f"collection {runtime.name!r} is served by a network without patch tokens; "
             "region explanations need the ViT"

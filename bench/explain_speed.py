@@ -28,10 +28,11 @@ import torch
 import yaml
 
 from imaging.preprocessing import PreprocessConfig
+from model.architectures import build_model
 from model.config import ModelConfig
 from model.explain import explain_class, explain_similarity
 from model.inference import infer
-from model.vit import MultiScaleViT, build_model
+from model.vit import MultiScaleViT
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu_recipe.yaml"
 

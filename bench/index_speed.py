@@ -30,10 +30,10 @@ from indexer.embedding import embed_samples
 from indexer.group_keys import generate_group_salt
 from indexer.store import MetadataStore
 from labels import LabelSpace
+from model.architectures import build_model
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import ModelConfig
 from model.inference import infer
-from model.vit import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,6 +55,7 @@ from indexer.store import MetadataStore
 from indexer.vectors.index import set_search_threads
 from labels import LabelSpace
 from medret.demo_salt import demo_group_salt
+from model.architectures import build_model
 from model.checkpoint import (
     CheckpointMeta,
     file_sha256,
@@ -62,7 +63,6 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.config import ModelConfig
-from model.vit import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-admin-token-0123456789abcdef"

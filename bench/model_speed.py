@@ -16,8 +16,9 @@ import time
 
 import torch
 
+from model.architectures import Network, build_model
 from model.config import ModelConfig
-from model.vit import MultiScaleViT, build_model, token_counts
+from model.vit import token_counts
 
 
 def macs_per_image(cfg: ModelConfig, tokens: int) -> float:
@@ -26,7 +27,7 @@ def macs_per_image(cfg: ModelConfig, tokens: int) -> float:
     return cfg.depth * (12 * n * cfg.width**2 + 2 * n * n * cfg.width)
 
 
-def time_forward(model: MultiScaleViT, batch: torch.Tensor, iters: int) -> float:
+def time_forward(model: Network, batch: torch.Tensor, iters: int) -> float:
     """Seconds per forward pass (mean over ``iters`` after one warm-up)."""
     with torch.inference_mode():
         model(batch)

@@ -45,9 +45,9 @@ from indexer.builder import IndexBuilder, IndexerConfig  # noqa: E402
 from indexer.group_keys import generate_group_salt  # noqa: E402
 from indexer.store import MetadataStore  # noqa: E402
 from labels import LabelSpace  # noqa: E402
+from model.architectures import build_model  # noqa: E402
 from model.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
-from model.vit import build_model  # noqa: E402
 from support.dicom import make_dataset, to_bytes  # noqa: E402
 from support.orthanc import Orthanc, require_orthanc  # noqa: E402
 from support.pacs_instances import make_instances, uids_of  # noqa: E402

@@ -18,9 +18,10 @@ import time
 import torch
 
 from labels import Task
+from model.architectures import build_model
 from model.config import ModelConfig
 from model.device import autocast
-from model.vit import build_model, token_counts
+from model.vit import token_counts
 from training.losses import LossWeights, MultiLoss
 from training.schedule import make_adam
 

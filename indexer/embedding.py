@@ -27,8 +27,8 @@ from archives.records import Sample
 from dicomweb.errors import PacsRefusedError, PacsUnavailableError
 from imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from imaging.preprocessing import PreprocessConfig
+from model.architectures import Network
 from model.inference import infer
-from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class EmbedResult:
 
 @torch.inference_mode()
 def embed_samples(
-    model: MultiScaleViT,
+    model: Network,
     pre: PreprocessConfig,
     samples: Sequence[Sample],
     *,

@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 from files.atomic import atomic_path
 from imaging.preprocessing import PreprocessConfig
 from labels import LabelSpace, LabelSpaceError
+from model.architectures import Network, build_model
 from model.config import ConfigError, ModelConfig
-from model.vit import MultiScaleViT, build_model
 
 FORMAT_NAME = "medret-checkpoint"
 FORMAT_VERSION = 1
@@ -110,7 +110,7 @@ class CheckpointMeta:
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    model: MultiScaleViT  # in eval mode
+    model: Network  # in eval mode
     meta: CheckpointMeta
     sha256: str
     path: Path
@@ -125,9 +125,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str], model: MultiScaleViT, meta: CheckpointMeta
-) -> str:
+def save_checkpoint(path: str | os.PathLike[str], model: Network, meta: CheckpointMeta) -> str:
     """Write weights + description atomically (:mod:`files.atomic`); returns the hash."""
     if model.cfg != meta.model:
         raise CheckpointError("the model's config differs from the one being saved with it")

@@ -30,13 +30,20 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+ARCHITECTURES = ("vit", "efficientnet_lite0")
+"""Networks a checkpoint can describe (:func:`model.architectures.build_model` builds them)."""
+
+
 class ConfigError(ValueError):
     """A configuration that cannot describe a valid network."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to build :class:`model.vit.MultiScaleViT`.
+    """Everything needed to build the network: :class:`model.vit.MultiScaleViT` by default,
+    :class:`model.efficientnet.EfficientNetLite0` when ``architecture`` says so (which then
+    reads only ``num_classes``, ``task``, ``image_size``, ``in_channels``, ``embed_dim`` and
+    ``dropout``). Checkpoints written before the field existed describe a ViT.
 
     ``image_size`` is the (height, width) the preprocessing produces; the positional
     table is laid out for it (``image_size // patch_size`` cells per side) and other
@@ -60,8 +67,13 @@ class ModelConfig:
     embed_dim: int = 256
     dropout: float = 0.1
     attn_dropout: float = 0.0
+    architecture: str = "vit"
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}"
+            )
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")
         if self.width % self.heads:

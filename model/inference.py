@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from imaging.preprocessing import PreprocessConfig, normalise
+from model.architectures import NETWORK_TYPES
 from model.device import autocast
-from model.vit import ModelOutput, MultiScaleViT
+from model.vit import ModelOutput
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Inference:
 
     embeddings: torch.Tensor  # (B, E), unit L2 norm
     logits: torch.Tensor  # (B, C)
-    features: torch.Tensor | None = None  # (B, D) [CLS] features, when asked for
+    features: torch.Tensor | None = None  # (B, D) the heads' input, when asked for
 
 
 @torch.inference_mode()
@@ -41,14 +42,15 @@ def infer(
     """Embed a batch of letterboxed uint8 canvases (B, 3, H, W) with ``network`` as it is.
 
     The caller chooses train/eval mode (validation puts the network in eval mode and back).
-    ``with_features`` also returns the [CLS] features, which only the multi-scale ViT has.
+    ``with_features`` also returns the features the heads read: the ViT's [CLS] features or
+    EfficientNet-Lite0's pooled ones (the training-only CNN baseline has none).
     """
     x = normalise(canvases.to(device, non_blocking=True), preprocessing)
     features: torch.Tensor | None = None
     with autocast(device, bf16):
         if with_features:
-            if not isinstance(network, MultiScaleViT):
-                raise TypeError(f"{type(network).__name__} has no [CLS] features")
+            if not isinstance(network, NETWORK_TYPES):
+                raise TypeError(f"{type(network).__name__} has no features for the heads")
             features, out = network.forward_with_features(x)  # (B, D), ModelOutput
         else:
             out = network(x)

@@ -286,8 +286,3 @@ def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
     if task is Task.MULTI_LABEL:
         return torch.sigmoid(logits.float())
     return torch.softmax(logits.float(), dim=-1)
-
-
-def build_model(cfg: ModelConfig) -> MultiScaleViT:
-    """A freshly initialised network for ``cfg``."""
-    return MultiScaleViT(cfg)

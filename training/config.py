@@ -43,8 +43,11 @@ class ModelSection:
     embed_dim: int = 256
     multiscale: bool = True
     dropout: float = 0.1
-    pretrained: str | None = None  # plain ViT/16 weights to start from
-    architecture: str = "vit"  # "vit" or "cnn" (the ResNet-18-style baseline of the ablation)
+    # plain ViT/16 weights to start from; for EfficientNet-Lite0 "efficientnet_lite0_imagenet"
+    # (the packaged ImageNet weights) or a state dict of that layout
+    pretrained: str | None = None
+    # "vit", "efficientnet_lite0", or "cnn" (the ResNet-18-style baseline of the ablation)
+    architecture: str = "vit"
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,16 @@ class TrainConfig:
                 self.select_metric in ("auto", "macro_f1", "macro_map"),
                 "select_metric is 'auto', 'macro_f1' or 'macro_map'",
             ),
-            (self.model.architecture in ("vit", "cnn"), "model.architecture is 'vit' or 'cnn'"),
+            (
+                self.model.architecture in ("vit", "efficientnet_lite0", "cnn"),
+                "model.architecture is 'vit', 'efficientnet_lite0' or 'cnn'",
+            ),
+            (
+                self.model.pretrained != "efficientnet_lite0_imagenet"
+                or self.model.architecture == "efficientnet_lite0",
+                "model.pretrained efficientnet_lite0_imagenet needs "
+                "model.architecture efficientnet_lite0",
+            ),
             (self.loss.mining in ("semihard", "hard"), "loss.mining is 'semihard' or 'hard'"),
             (
                 self.loss.class_weights in ("none", "balanced"),
@@ -152,6 +164,8 @@ class TrainConfig:
         }
         if m.depth is not None:
             overrides["depth"] = m.depth
+        if m.architecture == "efficientnet_lite0":
+            overrides["architecture"] = m.architecture
         try:
             ModelConfig.from_variant(m.variant, num_classes=2, **overrides)
         except ConfigError as exc:

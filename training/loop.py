@@ -37,9 +37,10 @@ from tqdm import tqdm
 from files.atomic import atomic_path
 from imaging.preprocessing import normalise
 from labels import LabelSpace, Task
+from model.architectures import NETWORK_TYPES
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.device import autocast
-from model.vit import ModelOutput, MultiScaleViT
+from model.vit import ModelOutput
 from training.augment import augment_batch
 from training.config import TrainConfig
 from training.data import training_data
@@ -136,8 +137,9 @@ class Trainer:
     # ------------------------------------------------------------------ files
 
     def export(self, path: Path, summary: dict[str, Any]) -> Path:
-        """Write a serving checkpoint (ViT) or plain weights (the CNN baseline)."""
-        if isinstance(self.net, MultiScaleViT):
+        """Write a serving checkpoint (ViT, EfficientNet-Lite0) or plain weights (the CNN
+        baseline)."""
+        if isinstance(self.net, NETWORK_TYPES):
             meta = CheckpointMeta(
                 model=self.model_cfg,
                 labels=self.labels,
@@ -306,7 +308,7 @@ class Trainer:
             last_head = history[-1]["val"] if history else {}
             self.export(self.out_dir / LAST_FILE, self._summary(end, last_head))
             candidate = self.out_dir / (
-                BEST_FILE if isinstance(self.net, MultiScaleViT) else "best.pt"
+                BEST_FILE if isinstance(self.net, NETWORK_TYPES) else "best.pt"
             )
             best_path = candidate if candidate.exists() else None
         return TrainResult(

@@ -17,10 +17,17 @@ from torch import nn
 
 from imaging.preprocessing import PreprocessConfig
 from labels import LabelSpace, Task
+from model.architectures import build_model
 from model.checkpoint import load_checkpoint
 from model.config import ModelConfig
+from model.efficientnet import (
+    IMAGENET_WEIGHTS,
+    INPUT_MEAN,
+    INPUT_STD,
+    EfficientNetLite0,
+    load_imagenet_weights,
+)
 from model.pretrained import load_pretrained_vit
-from model.vit import build_model
 from training.cnn import ResNet18Like
 from training.config import TrainConfig
 from training.distributed import DistEnv
@@ -38,12 +45,18 @@ CNN_BASE_WIDTH = {"tiny": 16, "small": 32, "base": 64}
 
 
 def preprocessing(cfg: TrainConfig) -> PreprocessConfig:
-    """The square canvas of the config's image size, with the standard normalisation."""
-    return PreprocessConfig(image_size=(cfg.model.image_size, cfg.model.image_size))
+    """The square canvas of the config's image size, with the standard normalisation (the
+    [-1, 1] one its ImageNet weights expect for EfficientNet-Lite0)."""
+    size = (cfg.model.image_size, cfg.model.image_size)
+    if cfg.model.architecture == "efficientnet_lite0":
+        return PreprocessConfig(image_size=size, mean=INPUT_MEAN, std=INPUT_STD)
+    return PreprocessConfig(image_size=size)
 
 
 def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Module, ModelConfig]:
-    """The ViT of the config (optionally from pretrained ViT/16 weights), or the CNN."""
+    """The ViT of the config (optionally from pretrained ViT/16 weights), EfficientNet-Lite0
+    (optionally from the packaged ImageNet weights, ``pretrained: efficientnet_lite0_imagenet``,
+    or a state dict of the same layout at a path), or the CNN baseline."""
     m = cfg.model
     overrides: dict[str, Any] = {
         "image_size": m.image_size,
@@ -54,6 +67,8 @@ def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Mo
     }
     if m.depth is not None:
         overrides["depth"] = m.depth
+    if m.architecture == "efficientnet_lite0":
+        overrides["architecture"] = m.architecture
     model_cfg = ModelConfig.from_variant(m.variant, num_classes=num_classes, **overrides)
     if m.architecture == "cnn":
         base = CNN_BASE_WIDTH.get(m.variant, 32)
@@ -61,7 +76,10 @@ def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Mo
             num_classes, embed_dim=m.embed_dim, base_width=base, dropout=m.dropout
         ), model_cfg
     net = build_model(model_cfg)
-    if m.pretrained:
+    if isinstance(net, EfficientNetLite0):
+        if m.pretrained:
+            load_imagenet_weights(net, None if m.pretrained == IMAGENET_WEIGHTS else m.pretrained)
+    elif m.pretrained:
         load_pretrained_vit(net, m.pretrained)
     return net, model_cfg
 

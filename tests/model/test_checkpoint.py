@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 import model.checkpoint as checkpoint_module
 from imaging.preprocessing import PreprocessConfig
 from labels import LabelSpace, Task
+from model.architectures import build_model
 from model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -19,7 +20,6 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.config import ModelConfig
-from model.vit import build_model
 
 HAM_NAMES = {"MEL": "Melanoma", "NV": "Melanocytic nevus", "BCC": "Basal cell carcinoma"}
 

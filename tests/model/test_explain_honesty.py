@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from imaging.preprocessing import PreprocessConfig, normalise
+from model.architectures import build_model
 from model.config import ModelConfig
 from model.explain import METHOD, explain_class, explain_similarity, fold_scales
-from model.vit import MultiScaleViT, build_model
+from model.vit import MultiScaleViT
 from support.explain_data import PatternImages, cells_touching, pattern_images
 
 CANVAS, PATCH = 64, 8  # an 8×8 finest grid; the pyramid adds a 4×4 level

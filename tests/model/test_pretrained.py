@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from safetensors.torch import save_file
 
+from model.architectures import build_model
 from model.config import ModelConfig
 from model.pretrained import PretrainedWeightsError, load_pretrained_vit
-from model.vit import build_model
 
 WIDTH, HEADS, DEPTH = 192, 3, 3
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from labels import Task
+from model.architectures import build_model
 from model.config import VARIANTS, ConfigError, ModelConfig
-from model.vit import Attention, build_model, probabilities, pyramid_sizes, token_counts
+from model.vit import Attention, probabilities, pyramid_sizes, token_counts
 
 
 @pytest.mark.parametrize(

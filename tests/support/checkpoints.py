@@ -14,9 +14,9 @@ import torch
 
 from imaging.preprocessing import PreprocessConfig
 from labels import LabelSpace
+from model.architectures import build_model
 from model.checkpoint import CheckpointMeta, save_checkpoint
 from model.config import ModelConfig
-from model.vit import build_model
 
 
 def make_checkpoint(

@@ -11,9 +11,9 @@ import torch
 from imaging.preprocessing import PreprocessConfig
 from labels import Task
 from metrics.retrieval import NO_FINDING
+from model.architectures import build_model
 from model.config import ModelConfig
 from model.inference import infer
-from model.vit import build_model
 from support.reports import single_label_report
 from training.evaluation import embed_rows, evaluate_embeddings
 
