@@ -122,12 +122,13 @@ class FollowerLauncher:
     def stop(self, collection: str, *, grace_s: float = STOP_GRACE_S) -> bool:
         """Stop the collection's follower (SIGTERM, then SIGKILL after ``grace_s``);
         whether one was running."""
-        with self._lock:
+        with self._lock:  # held until it has exited: no second one starts meanwhile
             self._reap()
-            follower = self._running.pop(collection, None)
-        if follower is None:
-            return False
-        _terminate(follower.process, grace_s)
+            follower = self._running.get(collection)
+            if follower is None:
+                return False
+            _terminate(follower.process, grace_s)
+            del self._running[collection]
         log.info("follower of %s stopped (exit %s)", collection, follower.process.returncode)
         return True
 

@@ -20,7 +20,13 @@ import numpy as np
 
 from archives.records import ArchiveError, ArrayRef, Sample
 from dicomweb.client import fetch_instance
-from dicomweb.errors import InstanceNotFoundError, InstanceTooLargeError
+from dicomweb.errors import (
+    DicomwebError,
+    InstanceNotFoundError,
+    InstanceTooLargeError,
+    PacsRefusedError,
+    PacsUnavailableError,
+)
 from dicomweb.refs import InstanceRef
 from imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode_file, decode_image
 from imaging.errors import DecodeErrorKind, ImageDecodeError
@@ -97,17 +103,30 @@ def load_pixels(sample: Sample, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nda
 
 
 def remote_bytes(ref: InstanceRef, limits: DecodeLimits = DEFAULT_LIMITS) -> bytes:
-    """The Part-10 bytes of a PACS instance, within ``limits.max_bytes``; a missing one is
-    ``FileNotFoundError`` and one over the limit ``TOO_LARGE``, like a file."""
+    """The Part-10 bytes of a PACS instance, within ``limits.max_bytes``.
+
+    Like a file: a missing instance is ``FileNotFoundError``, one over the limit
+    ``TOO_LARGE``, one the PACS answers oddly for (another 4xx, a malformed body)
+    ``OSError``; all of them are skipped by whoever reads many. A PACS that does not answer
+    (:class:`PacsUnavailableError`), refuses our credentials (401/403) or redirects (a
+    login page) raises: no other instance would be read either."""
     try:
         return fetch_instance(ref, limits.max_bytes)
     except InstanceNotFoundError:
         raise FileNotFoundError(f"the PACS no longer holds instance {ref.sop}") from None
+    except PacsRefusedError as exc:
+        if exc.status in (401, 403) or 300 <= exc.status < 400:
+            raise  # credentials or a login redirect: no instance will be read
+        raise OSError(f"the PACS refused instance {ref.sop}: {exc}") from None
+    except PacsUnavailableError:
+        raise
     except InstanceTooLargeError:
         raise ImageDecodeError(
             f"PACS instance {ref.sop} is over the limit of {limits.max_bytes} bytes",
             DecodeErrorKind.TOO_LARGE,
         ) from None
+    except DicomwebError as exc:  # an answer that is not one instance: skip this one
+        raise OSError(f"instance {ref.sop}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=4)

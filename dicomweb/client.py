@@ -46,6 +46,7 @@ _ACCEPT_DICOM = f'multipart/related; type="{DICOM}"'
 # CPU (with Orthanc on the same two cores, it cut loopback retrieval from 130 to 440/s).
 _RETRIEVE_HEADERS = {"Accept": _ACCEPT_DICOM, "Accept-Encoding": "identity"}
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around an instance
+_JSON_LIMIT = 256 * 2**20  # the most a listing or a REST answer may hold
 
 
 class DicomwebClient:
@@ -57,7 +58,9 @@ class DicomwebClient:
         s = self.settings
         auth: httpx.Auth | None = None
         headers = {"User-Agent": "medret"}
-        if s.username is not None and s.password is not None:
+        if not s.credentials_for(self.root):
+            log.warning("%s is not the PACS of MEDRET_DICOMWEB_URL: no credentials sent", root)
+        elif s.username is not None and s.password is not None:
             auth = httpx.BasicAuth(s.username, s.password)
         elif s.token is not None:
             headers["Authorization"] = f"Bearer {s.token}"
@@ -90,13 +93,21 @@ class DicomwebClient:
         """One page of ``GET /instances``: (study, series, SOP instance) UIDs."""
         params = [*query, ("limit", str(limit)), ("offset", str(offset))]
         params += [("includefield", tag) for tag in (STUDY_UID, SERIES_UID)]
-        response = self._request("GET", f"{self.root}/instances", params=params)
+        response = self._request(
+            "GET", f"{self.root}/instances", params=params, max_bytes=_JSON_LIMIT
+        )
         if response.status_code == 204 or not response.content:
             return []
         entries = _json(response, "QIDO-RS answer")
         if not isinstance(entries, list):
             raise DicomwebError(f"{self.root}/instances answered JSON that is not a list")
-        return [_uids(entry) for entry in entries]
+        listed = []
+        for entry in entries:
+            try:
+                listed.append(_uids(entry))
+            except DicomwebError as exc:  # one odd entry must not hide all the others
+                log.warning("%s/instances: an entry skipped: %s", self.root, exc)
+        return listed
 
     def iter_instances(
         self, query: Sequence[tuple[str, str]] = (), *, page_size: int = 1000
@@ -110,8 +121,9 @@ class DicomwebClient:
             for uids in fresh:
                 seen.add(uids[2])
                 yield uids
-            # a short page is the last; a page of only repeats means offset is ignored
-            if len(page) < page_size or not fresh:
+            # an empty page is the end (a server may cap pages below page_size, so a short
+            # page is not); a page of only repeats means the server ignores offset
+            if not page or not fresh:
                 return
             offset += len(page)
 
@@ -152,9 +164,11 @@ class DicomwebClient:
         parent = parts.path.rsplit("/", 1)[0]
         candidate = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parent, "", ""))
         try:
-            response = self._request("GET", f"{candidate}/system", expect_json=True)
-        except PacsRefusedError:
-            return None
+            response = self._request(
+                "GET", f"{candidate}/system", expect_json=True, max_bytes=_JSON_LIMIT
+            )
+        except (PacsRefusedError, InstanceNotFoundError, InstanceTooLargeError):
+            return None  # a 4xx (or no such path): some other DICOMweb server
         try:
             system = response.json()
         except ValueError:
@@ -165,7 +179,8 @@ class DicomwebClient:
 
     def orthanc_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
         """The JSON answer of a GET on Orthanc's REST API (``url`` absolute)."""
-        return _json(self._request("GET", url, params=params, expect_json=True), url)
+        answer = self._request("GET", url, params=params, expect_json=True, max_bytes=_JSON_LIMIT)
+        return _json(answer, url)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -198,10 +213,20 @@ class DicomwebClient:
                     raise PacsUnavailableError(
                         f"cannot reach {_where(url)} ({s.retries + 1} attempt(s)): {exc}"
                     ) from None
+            except httpx.HTTPError as exc:  # e.g. a body that does not decode as it says
+                raise DicomwebError(
+                    f"{_where(url)} answered something unusable: {type(exc).__name__}"
+                ) from None
             else:
                 status = response.status_code
-                if status < 400:
+                if status < 300:
                     return response
+                if status < 400:
+                    raise PacsRefusedError(
+                        f"{_where(url)} answered {status} (a redirect, e.g. to a login page); "
+                        "medret follows no redirects: give the server's own DICOMweb root",
+                        status,
+                    )
                 if status == 404:
                     raise InstanceNotFoundError(f"{_where(url)} answered 404: not found")
                 if status in (401, 403):

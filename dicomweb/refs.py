@@ -27,6 +27,28 @@ _INSTANCE_PATH = re.compile(
 )
 
 
+# Query keys refused in a source (by keyword or tag): they would copy a patient's
+# attributes into every place the source is written.
+_PERSON_KEYS = (
+    "patient",
+    "00100",
+    "00101",
+    "accessionnumber",
+    "00080050",
+    "physician",
+    "operator",
+    "studyid",
+    "00200010",
+    "issuerofpatient",
+    "00380010",
+)
+
+
+def _names_a_person(key: str) -> bool:
+    lowered = key.lower().replace("_", "").replace(" ", "")
+    return any(lowered.startswith(marker) or marker in lowered for marker in _PERSON_KEYS)
+
+
 def is_dicomweb(text: str) -> bool:
     """Whether ``text`` names a DICOMweb source (``dicomweb+http(s)://``)."""
     return text.startswith((f"{SCHEME_PREFIX}http://", f"{SCHEME_PREFIX}https://"))
@@ -83,10 +105,19 @@ def parse_source(text: str) -> Source:
         raise SourceError(f"DICOMweb source {text[:200]!r} has a bad port") from None
     if parts.fragment:
         raise SourceError(f"DICOMweb source {text[:200]!r} must not have a #fragment")
+    segments = urllib.parse.unquote(parts.path).split("/")
+    if any(segment in (".", "..") for segment in segments) or "\\" in parts.path:
+        raise SourceError(f"DICOMweb source {text[:200]!r}: no '.' or '..' in its path")
     query = tuple(urllib.parse.parse_qsl(parts.query, keep_blank_values=False))
     for key, _ in query:
         if key.lower() in {"limit", "offset", "includefield"}:
             raise SourceError(f"query key {key!r} is set by medret itself; leave it out")
+        if _names_a_person(key):
+            raise SourceError(
+                f"query key {key!r} names a patient or a person: a source is written in "
+                "job records, logs and process lists, so select by study-level keys "
+                "(Modality, StudyDate, BodyPartExamined, …) or UIDs"
+            )
     root = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
     return Source(root, query)
 

@@ -11,7 +11,14 @@ variable                        meaning
 ``MEDRET_DICOMWEB_TIMEOUT_S``   seconds to connect and to wait for each read (default 30)
 ``MEDRET_DICOMWEB_RETRIES``     retries of a request that failed to connect, timed out or
                                 got a 5xx, with back-off 0.5 s, 1 s, 2 s … (default 3)
+``MEDRET_DICOMWEB_URL``         when set, the credentials are sent to this PACS only (its
+                                root or below), never to another server a stored case or
+                                a source names
 =============================== ==========================================================
+
+A request waits at most ``MEDRET_DICOMWEB_TIMEOUT_S`` to connect and for each read, and is
+tried ``MEDRET_DICOMWEB_RETRIES + 1`` times: a PACS that does not answer at all is given
+up after about (retries + 1) × timeout plus the back-off (about 2 minutes by default).
 """
 
 from __future__ import annotations
@@ -44,6 +51,15 @@ class ClientSettings:
     timeout_s: float = 30.0
     retries: int = 3
     backoff_s: float = 0.5
+    credentials_root: str | None = None  # send credentials only to this root or below
+
+    def credentials_for(self, root: str) -> bool:
+        """Whether requests to ``root`` carry the credentials."""
+        scope = self.credentials_root
+        if scope is None:
+            return True
+        root = root.rstrip("/")
+        return root == scope or root.startswith(f"{scope}/")
 
     def __post_init__(self) -> None:
         if (self.username is None) != (self.password is None):
@@ -72,7 +88,14 @@ class ClientSettings:
             ca_bundle=Path(ca_bundle) if ca_bundle else None,
             timeout_s=_number(env, "MEDRET_DICOMWEB_TIMEOUT_S", 30.0),
             retries=int(_number(env, "MEDRET_DICOMWEB_RETRIES", 3)),
+            credentials_root=_root(env.get("MEDRET_DICOMWEB_URL")),
         )
+
+
+def _root(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url.removeprefix("dicomweb+").split("?")[0].rstrip("/")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from archives.records import Archive, Sample
-from dicomweb.errors import DicomwebError
+from dicomweb.errors import DicomwebError, PacsRefusedError
 from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedded_cases
 from indexer.embedding import EmbedResult, SourceUnavailableError, embed_samples
 from indexer.group_keys import checked_group_salt
 from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
 from indexer.results import BuildResult
-from indexer.sources import read_source
+from indexer.sources import read_source, source_name
 from indexer.store import JobState, MetadataStore, VersionInfo, VersionState
 from indexer.vectors.factory import IndexSpec, spec_for
 from indexer.vectors.index import VectorIndex
@@ -56,7 +56,15 @@ log = logging.getLogger(__name__)
 
 
 class IndexBuildError(RuntimeError):
-    """A build that cannot start or complete; the active version is untouched."""
+    """A build that cannot start or complete; the active version is untouched.
+
+    ``retryable``: the same build may succeed later unchanged (another job held the
+    collection, the PACS did not answer); the PACS follower waits and tries again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,8 @@ class IndexBuilder:
             if running is not None:
                 raise IndexBuildError(
                     f"a {running.kind} job ({running.id}) is already running for collection "
-                    f"{collection!r}; wait for it or check it with 'medret index --jobs'"
+                    f"{collection!r}; wait for it or check it with 'medret index --jobs'",
+                    retryable=True,
                 )
 
     def _start_job(self, kind: str, collection_id: int, job_id: str | None) -> str:
@@ -219,11 +228,13 @@ class IndexBuilder:
             if isinstance(exc, IndexBuildError | KeyboardInterrupt):
                 raise
             if isinstance(exc, SourceUnavailableError | DicomwebError):
+                refused = isinstance(exc, PacsRefusedError) or getattr(exc, "refused", False)
                 raise IndexBuildError(
-                    f"indexing {source} stopped: {exc}; the previous version stays active — "
-                    "run it again when the PACS answers"
+                    f"indexing {source_name(source)} stopped: {exc}; the previous version "
+                    "stays active — run it again when the PACS answers",
+                    retryable=not refused,
                 ) from exc
-            raise IndexBuildError(f"indexing {source} failed: {exc}") from exc
+            raise IndexBuildError(f"indexing {source_name(source)} failed: {exc}") from exc
         result.seconds = time.perf_counter() - started
         self.store.finish_job(
             job,

@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 
 class SourceUnavailableError(RuntimeError):
-    """The archive's server (a PACS) stopped answering or refused us while embedding."""
+    """The archive's server (a PACS) stopped answering or refused us while embedding;
+    ``refused``: it refused (credentials, a redirect), so waiting will not help."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 ProgressCallback = Callable[[int, int], None]  # (samples done, samples total)
@@ -51,6 +56,7 @@ class Prepared:
     error: str = ""
     known: bool = False
     fatal: str = ""  # the source cannot be read at all (a PACS that does not answer)
+    refused: bool = False  # … because it refused us (credentials), not because it is down
 
 
 class ArchiveImages(Dataset[Prepared]):
@@ -77,7 +83,8 @@ class ArchiveImages(Dataset[Prepared]):
                 self.samples[i], self.pre.image_size, self.limits, skip=self.known
             )
         except (PacsUnavailableError, PacsRefusedError) as exc:
-            return Prepared(i, "", None, {}, fatal=str(exc))
+            refused = isinstance(exc, PacsRefusedError)
+            return Prepared(i, "", None, {}, fatal=str(exc), refused=refused)
         return Prepared(
             i, done.content_hash, done.canvas, done.metadata, error=done.error, known=done.skipped
         )
@@ -145,7 +152,7 @@ def embed_samples(
             key = samples[item.index].key
             if item.fatal:
                 bar.close()
-                raise SourceUnavailableError(f"reading {key}: {item.fatal}")
+                raise SourceUnavailableError(f"reading {key}: {item.fatal}", refused=item.refused)
             if item.error:
                 result.failed.append((key, item.error))
             elif item.known:

@@ -69,7 +69,7 @@ class Follower:
         self.builder = IndexBuilder(store, indexer)
         self.small = IndexBuilder(store, dataclasses.replace(indexer, workers=0, progress=False))
         self.stopping = threading.Event()
-        self.failed: set[str] = set()  # SOP UIDs that did not decode in this run
+        self.passed: set[str] = set()  # SOP UIDs built once in this run (failed ones too)
         self.checkpoint = self._checkpoint_path()
         self.table: LabelTable | None = read_label_table(cfg.labels) if cfg.labels else None
         self.loaded: LoadedCheckpoint | None = None
@@ -167,7 +167,7 @@ class Follower:
         seen: set[str] = set()
         fresh = []
         for ref in refs:
-            if ref.sop in known or ref.sop in self.failed or ref.sop in seen:
+            if ref.sop in known or ref.sop in self.passed or ref.sop in seen:
                 continue
             seen.add(ref.sop)
             fresh.append(ref)
@@ -186,7 +186,9 @@ class Follower:
             loaded=self.loaded,
         )
         self.versions += 1
-        self.failed.update(key for key, _ in result.failed)
+        # indexed now, or failed, or the same content as a case already indexed: either way
+        # not built again in this run (a restart tries the failed ones once more)
+        self.passed.update(ref.sop for ref in chunk)
         log.info(
             "follow %s: batch of %d new instances -> version %d (%d added, %d skipped, "
             "%d failed) in %.2f s",
@@ -212,13 +214,9 @@ class Follower:
             except DicomwebError as exc:
                 why = f"the PACS does not answer ({type(exc).__name__})"
             except IndexBuildError as exc:
-                text = str(exc)
-                if "already running" in text:
-                    why = "another job is running on the collection"
-                elif " stopped: " in text:
-                    why = "the PACS stopped answering mid-batch"
-                else:
+                if not exc.retryable:
                     raise
+                why = str(exc).split(";")[0]
             except StoreError:
                 raise
             log.warning("follow %s: %s; retrying in %.1f s", self.cfg.collection, why, delay)

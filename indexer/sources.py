@@ -74,6 +74,17 @@ def dicomweb_source_allowed(source: str, configured: str | None) -> bool:
     return given.root == wanted.root or given.root.startswith(f"{wanted.root}/")
 
 
+def source_name(source: Path | str) -> str:
+    """How messages name a source: a DICOMweb one by its root, its query keys left out."""
+    if isinstance(source, str) and is_dicomweb(source):
+        try:
+            parsed = parse_source(source)
+        except DicomwebError:
+            return "the DICOMweb source"
+        return parsed.root + ("?…" if parsed.query else "")
+    return str(source)
+
+
 def read_source(source: Path | str, layout: str, labels: Path | None) -> Archive:
     """The archive ``source`` names: a DICOMweb source or a folder/file of ``layout``."""
     if isinstance(source, str) and is_dicomweb(source):
@@ -82,7 +93,7 @@ def read_source(source: Path | str, layout: str, labels: Path | None) -> Archive
         try:
             return read_dicomweb_archive(source, labels)
         except DicomwebError as exc:
-            raise ArchiveSourceError(f"cannot list {source}: {exc}") from exc
+            raise ArchiveSourceError(f"cannot list {source_name(source)}: {exc}") from exc
     if labels is not None:
         raise ArchiveSourceError(
             "--labels applies to a DICOMweb source only; a folder's labels are in the folder"

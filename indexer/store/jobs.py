@@ -75,10 +75,18 @@ def create_job(session: Session, kind: str, collection_id: int | None = None) ->
     return job_info(row)
 
 
+# The jobs this process started: a running job recorded with this process's pid and host
+# but not started here belongs to an earlier process that had the same pid (a container
+# restarted with the same host name), and is dead.
+_STARTED_HERE: set[str] = set()
+
+
 def start_job(session: Session, job_id: str, *, pid: int, host: str) -> None:
     """Mark a queued job running in process ``pid`` on ``host``."""
     row = _job_for_update(session, job_id, JobState.QUEUED)
     now = utcnow()
+    if pid == os.getpid():
+        _STARTED_HERE.add(job_id)
     row.state = JobState.RUNNING
     row.pid = pid
     row.host = host
@@ -174,6 +182,7 @@ def reap_stale_jobs(session: Session, *, stale_after_s: float = 600) -> list[str
     """
     host = socket.gethostname()
     now = utcnow()
+    me = os.getpid()
     reaped: list[str] = []
     running = session.scalars(select(Job).where(Job.state == JobState.RUNNING).with_for_update())
     for row in running.all():
@@ -181,6 +190,9 @@ def reap_stale_jobs(session: Session, *, stale_after_s: float = 600) -> list[str
         idle_s = (now - last_beat).total_seconds()
         if row.host == host and row.pid is not None and not pid_alive(row.pid):
             reason = f"process {row.pid} on {host} no longer exists"
+        elif row.host == host and row.pid == me and row.id not in _STARTED_HERE:
+            # a restarted container: the same host name and pid, but an earlier process
+            reason = f"process {row.pid} on {host} is a later process (the job's has gone)"
         elif idle_s > stale_after_s and not (
             row.host == host and row.pid is not None and pid_alive(row.pid)
         ):  # a live process on this host is slow, not dead

@@ -24,6 +24,7 @@ from dicomweb.errors import (
 from dicomweb.multipart import related_body, split_parts
 from dicomweb.refs import InstanceRef, parse_source
 from dicomweb.settings import ClientSettings
+from support.odd_pacs import listing_server, qido_entry
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
@@ -242,3 +243,100 @@ def test_pages_are_followed_and_a_server_ignoring_offset_does_not_loop() -> None
 def test_a_ca_bundle_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is not a file"):
         ClientSettings(ca_bundle=tmp_path / "missing.pem")
+
+
+# --------------------------------------------------------------------------- odd servers
+
+
+def test_a_server_that_caps_its_pages_is_still_listed_in_full() -> None:
+    entries = [qido_entry(f"1.2.{i}") for i in range(250)]
+    with listing_server(entries, cap=100) as (root, _), _client(root) as client:
+        listed = list(client.iter_instances(page_size=1000))
+    assert len(listed) == 250
+    assert len({sop for _, _, sop in listed}) == 250
+
+
+def test_a_malformed_entry_is_skipped_and_the_others_listed() -> None:
+    entries = [
+        qido_entry("1.2.1"),
+        qido_entry("1.2.x/../y"),
+        '{"00080018": {}}',
+        qido_entry("1.2.3"),
+    ]
+    with listing_server(entries, cap=100) as (root, _), _client(root) as client:
+        listed = [sop for _, _, sop in client.iter_instances()]
+    assert listed == ["1.2.1", "1.2.3"]
+
+
+def test_a_server_without_orthancs_system_route_is_no_orthanc() -> None:
+    with listing_server([], cap=10) as (root, requests), _client(root) as client:
+        assert client.orthanc_root() is None
+    assert requests[0][0] == "/system"
+
+
+def test_a_redirect_is_refused_not_followed_or_retried() -> None:
+    script = _Script([(302, "text/html", b"<a href='/login'>login</a>")])
+    with (
+        scripted_server(script) as root,
+        _client(root) as client,
+        pytest.raises(PacsRefusedError, match="redirect"),
+    ):
+        client.search_instances()
+    assert len(script.requests) == 1
+
+
+def test_a_body_that_does_not_decode_is_a_dicomweb_error() -> None:
+    class Gzipless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", "12")
+            self.end_headers()
+            self.wfile.write(b"not gzip at all"[:12])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gzipless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    try:
+        with _client(root) as client, pytest.raises(DicomwebError, match="unusable"):
+            client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "dicomweb+http://pacs:8042/dicom-web/../tools/execute-script",
+        "dicomweb+http://pacs:8042/dicom-web/%2e%2e/tools",
+        "dicomweb+http://pacs:8042/./dicom-web",
+    ],
+)
+def test_dot_segments_in_a_source_are_refused(text: str) -> None:
+    with pytest.raises(SourceError, match=r"no '\.' or '\.\.'"):
+        parse_source(text)
+
+
+@pytest.mark.parametrize(
+    "key", ["PatientName", "PatientID", "00100020", "AccessionNumber", "ReferringPhysicianName"]
+)
+def test_query_keys_that_name_a_person_are_refused(key: str) -> None:
+    with pytest.raises(SourceError, match="names a patient or a person"):
+        parse_source(f"dicomweb+http://pacs/dicom-web?{key}=DOE")
+
+
+def test_credentials_go_to_the_configured_pacs_only() -> None:
+    with listing_server([], cap=10) as (root, requests):
+        scoped = ClientSettings(token="t0ken", credentials_root="http://127.0.0.1:1/dicom-web")
+        with DicomwebClient(root, scoped) as client:
+            client.search_instances()
+        own = ClientSettings(token="t0ken", credentials_root=root)
+        with DicomwebClient(root, own) as client:
+            client.search_instances()
+    assert "Authorization" not in requests[0][1]
+    assert requests[1][1]["Authorization"] == "Bearer t0ken"

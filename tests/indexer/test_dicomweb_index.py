@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from archives.pacs import read_dicomweb_archive
+from dicomweb.multipart import related_body
 from indexer.builder import IndexBuilder, IndexerConfig
 from indexer.sources import ArchiveSourceError
 from indexer.store import JobState, MetadataStore
@@ -24,6 +25,7 @@ from indexer.vectors.persistence import load_vectors
 from support.archives import write_csv
 from support.checkpoints import make_checkpoint
 from support.group_salt import TEST_GROUP_SALT
+from support.odd_pacs import listing_server, qido_entry
 from support.orthanc import Orthanc, require_orthanc
 from support.pacs_instances import MARKERS, corrupt_instance, make_instances, uids_of
 
@@ -287,3 +289,22 @@ def test_build_refuses_labels_for_a_folder(ckpt: Path, tmp_path: Path) -> None:
     store = open_store(tmp_path)
     with pytest.raises(ArchiveSourceError, match="DICOMweb source only"):
         builder(store, tmp_path).build("x", ckpt, tmp_path, labels=tmp_path / "l.csv")
+
+
+def test_an_instance_the_pacs_refuses_is_skipped_not_fatal(ckpt: Path, tmp_path: Path) -> None:
+    good, refused, garbled = make_instances(3, seed=11, studies=1)
+    uids = [uids_of(data) for data in (good, refused, garbled)]
+    entries = [qido_entry(sop, study) for study, _, sop in uids]
+    body, content_type = related_body([good])
+    wado = {
+        uids[0][2]: (200, content_type, body),
+        uids[1][2]: (406, "text/plain", b"transfer syntax not available"),
+        uids[2][2]: (200, 'multipart/related; boundary="nowhere"', b"not multipart"),
+    }
+    with listing_server(entries, cap=100, wado=wado) as (root, _):
+        store = open_store(tmp_path)
+        result = builder(store, tmp_path).build("x", ckpt, f"dicomweb+{root}")
+    assert result.added == 1
+    assert sorted(key for key, _ in result.failed) == sorted([uids[1][2], uids[2][2]])
+    reasons = dict(result.failed)
+    assert "406" in reasons[uids[1][2]]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -85,3 +87,35 @@ def test_states_are_stored_as_their_plain_strings(store: MetadataStore) -> None:
         row = conn.execute(text("SELECT kind, state FROM jobs")).one()
     assert tuple(row) == ("add", "running")
     assert [type(value) for value in row] == [str, str]
+
+
+def test_a_job_of_an_earlier_process_with_our_pid_is_reaped(
+    store: MetadataStore, store_url: str
+) -> None:
+    """A container restarted with the same host name gives the new process the old pid: the
+    old run's job row names a live process (this one), yet nobody is running it."""
+    coll = make_collection(store)
+    job = store.create_job(JobKind.ADD, coll.id)
+    earlier = subprocess.run(  # another process starts the job with *our* pid, as the old one did
+        [
+            sys.executable,
+            "-c",
+            "import sys; from indexer.store import MetadataStore; "
+            "s = MetadataStore.open(sys.argv[1]); "
+            "s.start_job(sys.argv[2], pid=int(sys.argv[3]), host=sys.argv[4]); s.close()",
+            store_url,
+            job.id,
+            str(os.getpid()),
+            socket.gethostname(),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert earlier.returncode == 0, earlier.stderr
+    assert store.reap_stale_jobs() == [job.id]
+    assert "later process" in store.get_job(job.id).errors[0]
+    mine = store.create_job(JobKind.ADD, coll.id)
+    store.start_job(mine.id, pid=os.getpid(), host=socket.gethostname())
+    assert store.reap_stale_jobs() == []  # the ones this process started are alive
