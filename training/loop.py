@@ -64,7 +64,6 @@ from training.setup import (
     optimizer,
     phase_schedule,
     preprocessing,
-    teacher_network,
     training_loss,
 )
 from training.state import (
@@ -76,6 +75,7 @@ from training.state import (
     rewrite_metrics,
     save_state,
 )
+from training.teacher import soft_targets, teacher_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,13 @@ class Trainer:
         self.net, self.model_cfg = initial_network(cfg, self.labels, self.task, self.device)
         self.model: nn.Module = distributed_model(self.net, self.env, self.device)
         self.loss = training_loss(cfg, train.targets, self.labels, self.task, self.device)
-        self.teacher = teacher_network(cfg, self.labels, self.task, self.device)
+        teacher = teacher_checkpoint(cfg, self.labels, self.task, self.device)
+        self.teacher_logits: torch.Tensor | None = None  # (N_train, C), computed once
+        if teacher is not None:
+            self.teacher_logits = soft_targets(
+                teacher, train.samples, cfg, self.device, env=self.env, progress=self.progress
+            )
+            del teacher  # its weights are no longer needed
         self.schedule = phase_schedule(cfg)
         self.optimizer = optimizer(self.net, cfg)
         self.sampler = batch_sampler(cfg, train.targets, self.task, self.env)
@@ -186,9 +192,8 @@ class Trainer:
             with autocast(self.device, cfg.bf16):
                 out: ModelOutput = self.model(x)
                 teacher_logits = None
-                if self.teacher is not None and weights.distill > 0:
-                    with torch.no_grad():
-                        teacher_logits = self.teacher(x).logits
+                if self.teacher_logits is not None and weights.distill > 0:
+                    teacher_logits = self.teacher_logits[idx].to(self.device)
             parts = self.loss(
                 ModelOutput(out.embedding.float(), out.logits.float()), y, weights, teacher_logits
             )

@@ -3,7 +3,7 @@
 :class:`training.loop.Trainer` calls them in this order (the order matters: the network's
 initial weights come from the seed set just before it is built)::
 
-    preprocessing → initial_network → training_loss → teacher_network
+    preprocessing → initial_network → training_loss (the teacher: training/teacher.py)
       → phase_schedule → optimizer → batch_sampler
 """
 
@@ -18,7 +18,6 @@ from torch import nn
 from imaging.preprocessing import PreprocessConfig
 from labels import LabelSpace, Task
 from model.architectures import build_model
-from model.checkpoint import load_checkpoint
 from model.config import ModelConfig
 from model.efficientnet import (
     IMAGENET_WEIGHTS,
@@ -31,7 +30,6 @@ from model.pretrained import load_pretrained_vit
 from training.cnn import ResNet18Like
 from training.config import TrainConfig
 from training.distributed import DistEnv
-from training.errors import TrainingError
 from training.losses import MultiLoss, balanced_class_weights
 from training.sampler import (
     ClassBalancedBatchSampler,
@@ -112,30 +110,6 @@ def training_loss(
         class_weights=class_weights,
         temperature=cfg.loss.temperature,
     ).to(device)
-
-
-def teacher_network(
-    cfg: TrainConfig, labels: LabelSpace, task: Task, device: torch.device
-) -> nn.Module | None:
-    """The checkpoint to distil from, in eval mode; None when no phase distils.
-
-    It must predict the dataset's classes for the dataset's task.
-    """
-    if not cfg.loss.teacher:
-        if any(p.distill > 0 for p in cfg.phases):
-            raise TrainingError("a phase weights distillation but no loss.teacher is given")
-        return None
-    teacher = load_checkpoint(cfg.loss.teacher, device)
-    if teacher.meta.labels.codes != labels.codes:
-        raise TrainingError(
-            f"the teacher {cfg.loss.teacher} predicts {list(teacher.meta.labels.codes)}, "
-            f"the dataset has {list(labels.codes)}"
-        )
-    if teacher.meta.model.task is not task:
-        raise TrainingError(
-            f"the teacher is {teacher.meta.model.task.value}, the dataset is {task.value}"
-        )
-    return teacher.model.eval()
 
 
 def phase_schedule(cfg: TrainConfig) -> PhaseSchedule:

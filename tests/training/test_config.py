@@ -36,6 +36,14 @@ def test_cpu_recipe_parses_and_overrides_apply() -> None:
     assert cfg.with_epochs_per_phase(1).total_epochs == 3
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(path: Path) -> None:
+    cfg = load_config(path, ["data.path=/x"])
+    assert cfg.total_epochs > 0
+    if any(phase.distill > 0 for phase in cfg.phases):
+        assert cfg.loss.teacher  # a distilling recipe names its teacher
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
