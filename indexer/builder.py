@@ -262,7 +262,10 @@ class IndexBuilder:
         if mode is ReindexMode.ADD:
             # a PACS instance is named for good by its SOPInstanceUID: one already indexed
             # is not retrieved again just to hash it
-            in_use = set(self.store.external_ids(collection_id))
+            remote_keys = [s.key for s in samples if s.remote is not None]
+            in_use = (
+                set(self.store.external_ids(collection_id, remote_keys)) if remote_keys else set()
+            )
             kept = [s for s in samples if s.remote is None or s.key not in in_use]
             indexed_remote = len(samples) - len(kept)
             samples = kept

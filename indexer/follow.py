@@ -163,7 +163,8 @@ class Follower:
 
     def _fresh(self, refs: Sequence[InstanceRef]) -> list[InstanceRef]:
         coll = self._collection_id()
-        known = set(self.store.external_ids(coll)) if coll is not None else set()
+        sops = [ref.sop for ref in refs]
+        known = set(self.store.external_ids(coll, sops)) if coll is not None and sops else set()
         seen: set[str] = set()
         fresh = []
         for ref in refs:

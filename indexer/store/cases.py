@@ -124,11 +124,21 @@ def existing_hashes(session: Session, collection_id: int) -> dict[str, int]:
     return {content_hash: case_id for content_hash, case_id in rows}
 
 
-def external_ids(session: Session, collection_id: int) -> list[str]:
-    """The external ids of every case of the collection."""
-    return list(
-        session.scalars(select(Case.external_id).where(Case.collection_id == collection_id))
-    )
+def external_ids(
+    session: Session, collection_id: int, among: Sequence[str] | None = None
+) -> list[str]:
+    """The external ids of every case of the collection, or only those of ``among`` that
+    are (looked up in chunks: a follower asking about a few new instances does not read a
+    million ids)."""
+    in_collection = Case.collection_id == collection_id
+    if among is None:
+        return list(session.scalars(select(Case.external_id).where(in_collection)))
+    found: list[str] = []
+    for chunk in chunks(sorted(set(among))):
+        found += session.scalars(
+            select(Case.external_id).where(in_collection, Case.external_id.in_(chunk))
+        )
+    return found
 
 
 def count_cases(session: Session, collection_id: int) -> int:

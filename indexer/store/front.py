@@ -189,10 +189,10 @@ class MetadataStore:
         with self._read() as session:
             return cases.existing_hashes(session, collection_id)
 
-    def external_ids(self, collection_id: int) -> list[str]:
-        """The external ids of every case of the collection."""
+    def external_ids(self, collection_id: int, among: Sequence[str] | None = None) -> list[str]:
+        """The external ids of every case of the collection (or only those of ``among``)."""
         with self._read() as session:
-            return cases.external_ids(session, collection_id)
+            return cases.external_ids(session, collection_id, among)
 
     def add_cases(self, session: Session, rows: Sequence[CaseRow], *, collection_id: int) -> None:
         """Insert cases into the collection, in the caller's transaction."""

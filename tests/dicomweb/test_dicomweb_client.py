@@ -3,11 +3,7 @@ against a real local HTTP server that misbehaves on purpose (no PACS needed)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +20,7 @@ from dicomweb.errors import (
 from dicomweb.multipart import related_body, split_parts
 from dicomweb.refs import InstanceRef, parse_source
 from dicomweb.settings import ClientSettings
-from support.odd_pacs import listing_server, qido_entry
+from support.odd_pacs import listing_server, qido_entry, scripted_server
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
@@ -92,43 +88,6 @@ def test_settings_refuse_half_credentials_and_never_show_secrets() -> None:
 # --------------------------------------------------------------------------- a real server
 
 
-class _Script:
-    """What the server answers, in order: (status, content type, body) per request."""
-
-    def __init__(self, answers: list[tuple[int, str, bytes]], delay_s: float = 0.0) -> None:
-        self.answers = answers
-        self.delay_s = delay_s
-        self.requests: list[tuple[str, dict[str, str]]] = []
-
-
-@contextmanager
-def scripted_server(script: _Script) -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            script.requests.append((self.path, dict(self.headers)))
-            time.sleep(script.delay_s)
-            status, content_type, body = script.answers[
-                min(len(script.requests), len(script.answers)) - 1
-            ]
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _client(root: str, **options: float) -> DicomwebClient:
     settings = ClientSettings(
         username="reader",
@@ -147,34 +106,39 @@ def _instance_body(data: bytes) -> tuple[str, bytes]:
 
 def test_5xx_answers_are_retried_until_one_succeeds() -> None:
     content_type, body = _instance_body(b"DICM-bytes")
-    script = _Script(
-        [(503, "text/plain", b"busy"), (502, "text/plain", b"gateway"), (200, content_type, body)]
-    )
-    with scripted_server(script) as root, _client(root) as client:
+    answers = [
+        (503, "text/plain", b"busy"),
+        (502, "text/plain", b"gateway"),
+        (200, content_type, body),
+    ]
+    with scripted_server(answers) as (root, requests), _client(root) as client:
         data = client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
     assert data == b"DICM-bytes"
-    assert len(script.requests) == 3
-    path, headers = script.requests[0]
+    assert len(requests) == 3
+    path, headers = requests[0]
     assert path == f"/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}"
     assert headers["Accept"] == 'multipart/related; type="application/dicom"'
     assert headers["Authorization"].startswith("Basic ")
 
 
 def test_a_server_that_keeps_failing_ends_in_pacs_unavailable() -> None:
-    script = _Script([(500, "text/plain", b"internal error")])
+    answers = [(500, "text/plain", b"internal error")]
     with (
-        scripted_server(script) as root,
+        scripted_server(answers) as (root, requests),
         _client(root, retries=2) as client,
         pytest.raises(PacsUnavailableError, match="answered 500 3 time") as caught,
     ):
         client.search_instances()
-    assert len(script.requests) == 3
+    assert len(requests) == 3
     assert "pw-not-logged" not in str(caught.value)
 
 
 def test_a_server_that_stops_answering_times_out() -> None:
-    script = _Script([(200, "application/dicom+json", b"[]")], delay_s=1.5)
-    with scripted_server(script) as root, _client(root, timeout_s=0.3, retries=1) as client:
+    answers = [(200, "application/dicom+json", b"[]")]
+    with (
+        scripted_server(answers, delay_s=1.5) as (root, _),
+        _client(root, timeout_s=0.3, retries=1) as client,
+    ):
         started = time.perf_counter()
         with pytest.raises(PacsUnavailableError, match="did not answer within") as caught:
             client.search_instances()
@@ -183,7 +147,7 @@ def test_a_server_that_stops_answering_times_out() -> None:
 
 
 def test_no_server_at_all_is_unavailable_not_an_os_error() -> None:
-    with scripted_server(_Script([(200, "text/plain", b"")])) as root:
+    with scripted_server([(200, "text/plain", b"")]) as (root, _):
         pass  # closed again: nothing listens on its port now
     with (
         _client(root, retries=1) as client,
@@ -202,20 +166,20 @@ def test_no_server_at_all_is_unavailable_not_an_os_error() -> None:
     ],
 )
 def test_client_errors_are_not_retried(status: int, error: type[Exception], says: str) -> None:
-    script = _Script([(status, "text/plain", b"no")])
+    answers = [(status, "text/plain", b"no")]
     with (
-        scripted_server(script) as root,
+        scripted_server(answers) as (root, requests),
         _client(root) as client,
         pytest.raises(error, match=says),
     ):
         client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=100)
-    assert len(script.requests) == 1
+    assert len(requests) == 1
 
 
 def test_an_instance_over_the_limit_is_refused_while_it_streams() -> None:
     content_type, body = _instance_body(b"x" * 200_000)
     with (
-        scripted_server(_Script([(200, content_type, body)])) as root,
+        scripted_server([(200, content_type, body)]) as (root, _),
         _client(root) as client,
         pytest.raises(InstanceTooLargeError),
     ):
@@ -231,13 +195,13 @@ def test_pages_are_followed_and_a_server_ignoring_offset_does_not_loop() -> None
         )
 
     same_page = f"[{entry('1.1')}, {entry('1.2')}]".encode()
-    script = _Script([(200, "application/dicom+json", same_page)])  # every page the same
-    with scripted_server(script) as root, _client(root) as client:
+    answers = [(200, "application/dicom+json", same_page)]  # every page the same
+    with scripted_server(answers) as (root, requests), _client(root) as client:
         listed = list(client.iter_instances([("Modality", "CR")], page_size=2))
     assert [sop for _, _, sop in listed] == ["1.1", "1.2"]
-    assert len(script.requests) == 2
-    assert "Modality=CR" in script.requests[0][0]
-    assert "offset=2" in script.requests[1][0]
+    assert len(requests) == 2
+    assert "Modality=CR" in requests[0][0]
+    assert "offset=2" in requests[1][0]
 
 
 def test_a_ca_bundle_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
@@ -275,38 +239,24 @@ def test_a_server_without_orthancs_system_route_is_no_orthanc() -> None:
 
 
 def test_a_redirect_is_refused_not_followed_or_retried() -> None:
-    script = _Script([(302, "text/html", b"<a href='/login'>login</a>")])
+    answers = [(302, "text/html", b"<a href='/login'>login</a>")]
     with (
-        scripted_server(script) as root,
+        scripted_server(answers) as (root, requests),
         _client(root) as client,
         pytest.raises(PacsRefusedError, match="redirect"),
     ):
         client.search_instances()
-    assert len(script.requests) == 1
+    assert len(requests) == 1
 
 
 def test_a_body_that_does_not_decode_is_a_dicomweb_error() -> None:
-    class Gzipless(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/dicom")
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", "12")
-            self.end_headers()
-            self.wfile.write(b"not gzip at all"[:12])
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gzipless)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    root = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
-    try:
-        with _client(root) as client, pytest.raises(DicomwebError, match="unusable"):
-            client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
-    finally:
-        server.shutdown()
-        server.server_close()
+    garbled = [(200, "application/dicom", b"not gzip at all")]
+    with (
+        scripted_server(garbled, headers={"Content-Encoding": "gzip"}) as (root, _),
+        _client(root) as client,
+        pytest.raises(DicomwebError, match="unusable"),
+    ):
+        client.retrieve_instance(InstanceRef(root, STUDY, SERIES, SOP), max_bytes=1000)
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,11 @@ def test_update_cases_and_switch_the_collection_checkpoint_in_one_transaction(
     ids = store.reserve_ids(2)
     add_cases(store, coll.id, case_row(ids[0], "a", labels=["MEL"]), case_row(ids[1], "b"))
     assert sorted(store.external_ids(coll.id)) == ["a", "b"]
+    # only the asked-for ids that are cases of this collection
+    other = make_collection(store, "other")
+    add_cases(store, other.id, case_row(store.reserve_ids(1)[0], "c"))
+    assert sorted(store.external_ids(coll.id, ["b", "c", "zz", "b"])) == ["b"]
+    assert store.external_ids(coll.id, []) == []
     with store.session() as session:
         store.update_cases(session, [case_row(ids[0], "a", labels=["NV"], split="test")])
         store.set_collection_checkpoint(
