@@ -88,8 +88,12 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-        x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        if top == bottom and left == right:  # symmetric: the convolution pads, no copy
+            padding: tuple[int, int] = (top, left)
+        else:
+            x = F.pad(x, (left, right, top, bottom))
+            padding = (0, 0)
+        return F.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:

@@ -88,6 +88,12 @@ def initial_network(
     """The network on ``device`` with the seed's initial weights (the same on every rank)."""
     torch.manual_seed(cfg.seed)
     net, model_cfg = build_network(cfg, len(labels.codes), task)
+    if cfg.model.architecture in ("efficientnet_lite0", "cnn"):
+        # Convolutions train 1.4-1.8x faster on CPU with channels-last weights (measured on
+        # EfficientNet-Lite0 at 160 px, 2 cores); the saved checkpoint is contiguous again.
+        # (torch's type stubs lack the memory_format keyword of Module.to.)
+        fast = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return fast, model_cfg
     return net.to(device), model_cfg
 
 
