@@ -6,14 +6,13 @@ it (``--fresh`` redoes them all):
 1. **data** — the synthetic set of :mod:`medret.demo_data`, generated into
    ``<data-dir>/demo/dataset`` unless a complete one with the same parameters is there;
    or a real dataset in any supported layout (``--data PATH``), read where it lies.
-2. **model** — the CPU recipe (``configs/cpu_recipe.yaml``, or ``--config``; ``--epochs``
-   changes the length of its phases) trained into ``<data-dir>/demo/run`` (``run-<name>`` for
-   ``--data``). The run folder's ``demo-run.json`` records the dataset's fingerprint
-   (every sample's key, labels, split, file size and mtime), the resolved config (minus
-   where-it-runs keys) and, once training finished, the SHA-256 of ``best.safetensors``.
-   All three match: the model is reused. Same data and config but no SHA-256 yet (an
-   interrupted run): training resumes. Anything else: the folder is cleared and the
-   model trained again.
+2. **model** — :mod:`medret.demo_model`: the CPU recipe (``configs/cpu_recipe.yaml``) for
+   the synthetic set; for ``--data`` the quality recipe (``configs/quality_cpu.yaml``: an
+   EfficientNet-Lite0 teacher, then the multi-scale ViT distilled from it), serving its
+   teacher (``--stage student`` serves the ViT); ``--config`` takes either kind of file and
+   ``--epochs`` changes the length of every phase. Trained into ``<data-dir>/demo/run``
+   (``run-<name>`` for ``--data``), reused when the data and configs are unchanged,
+   resumed when interrupted.
 3. **index** — a full build of the collection (``demo``, or ``--collection``) with the
    indexer's own builder, skipped when the collection's active version was built with
    this checkpoint's SHA-256. Its salt of the hashed patient/lesion keys is
@@ -34,36 +33,24 @@ import importlib
 import json
 import logging
 import os
-import re
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commandline.errors import CommandError
 from commandline.types import positive_int
-from files.atomic import atomic_write_text
+from medret.demo_model import prepare_model, run_folder
+from medret.demo_parts import DemoData, duration, say
 from medret.demo_salt import GROUP_SALT_FILE, demo_group_salt
 
 if TYPE_CHECKING:
     from archives.records import Archive
     from indexer.store import MetadataStore
-    from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu_recipe.yaml"
 DEFAULT_COLLECTION = "demo"
 DEFAULT_IMAGES_PER_CLASS = 150
-RUN_MARKER = "demo-run.json"
-STEPS = 4
-
-# Throughput of the CPU recipe per CPU core (tiny ViT, 96 px), measured on the development
-# machines; only used to tell the person roughly how long training a real dataset takes.
-TRAIN_IMAGES_PER_S_PER_CORE = 90.0
-EMBED_IMAGES_PER_S_PER_CORE = 300.0
-DECODE_IMAGES_PER_S_PER_CORE = 150.0
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,13 +81,22 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--config",
         type=Path,
-        default=RECIPE,
-        help="training config (default: the CPU recipe, configs/cpu_recipe.yaml of the checkout)",
+        help="training config or recipe of stages (default: configs/cpu_recipe.yaml of the "
+        "checkout for the synthetic set, minutes; configs/quality_cpu.yaml for --data: an "
+        "EfficientNet-Lite0 teacher from ImageNet weights, then the multi-scale ViT "
+        "distilled from it, about 25 min for 3,600 training images on 2 cores)",
+    )
+    data.add_argument(
+        "--stage",
+        metavar="NAME",
+        help="which stage of a recipe to index and serve (default: the recipe's own choice; "
+        "the quality recipe serves its teacher, --stage student serves the ViT)",
     )
     data.add_argument(
         "--epochs",
         type=positive_int,
-        help="training epochs per phase (default: the config's; the CPU recipe has 3 × 8)",
+        help="training epochs per phase of every stage (default: the config's; the CPU "
+        "recipe has 3 × 8)",
     )
     data.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     data.add_argument(
@@ -119,19 +115,6 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def _say(step: int, message: str) -> None:
-    print(f"medret demo [{step}/{STEPS}] {message}", flush=True)
-
-
-@dataclass(frozen=True)
-class DemoData:
-    path: Path
-    layout: str
-    archive: Archive
-    fingerprint: str
-    synthetic: bool
-
-
 def prepare_data(args: argparse.Namespace, demo_dir: Path) -> DemoData:
     """Step 1: the dataset to train on and index (generated, reused or given)."""
     from archives.registry import read_archive
@@ -141,7 +124,7 @@ def prepare_data(args: argparse.Namespace, demo_dir: Path) -> DemoData:
         if not path.exists():
             raise CommandError(f"--data {path} does not exist")
         archive = read_archive(path, args.layout)
-        _say(1, f"data: {describe(archive)}")
+        say(1, f"data: {describe(archive)}")
         return DemoData(path, archive.layout, archive, dataset_fingerprint(archive), False)
 
     from medret import demo_data
@@ -153,16 +136,16 @@ def prepare_data(args: argparse.Namespace, demo_dir: Path) -> DemoData:
     path = demo_dir / "dataset"
     if not args.fresh and demo_data.is_complete(path, spec):
         archive = read_archive(path, "manifest")
-        _say(1, f"data: reusing the synthetic set: {describe(archive)}")
+        say(1, f"data: reusing the synthetic set: {describe(archive)}")
     else:
         total = spec.images_per_class * len(demo_data.CLASSES)
-        _say(1, f"data: generating {total:,} synthetic images into {path}")
+        say(1, f"data: generating {total:,} synthetic images into {path}")
         from tqdm import tqdm
 
         with tqdm(total=total, desc="generating", unit="img") as bar:
             demo_data.generate(path, spec, on_progress=lambda done, _: bar.update(1))
         archive = read_archive(path, "manifest")
-        _say(1, f"data: {describe(archive)}")
+        say(1, f"data: {describe(archive)}")
     return DemoData(path, "manifest", archive, dataset_fingerprint(archive), True)
 
 
@@ -186,103 +169,6 @@ def dataset_fingerprint(archive: Archive) -> str:
     return digest.hexdigest()
 
 
-def training_config(args: argparse.Namespace, data: DemoData, run_dir: Path) -> TrainConfig:
-    """The CPU recipe pointed at the demo's data, run folder and pixel cache."""
-    from training.config import load_config
-
-    if not args.config.is_file():
-        raise CommandError(
-            f"no training config at {args.config} (the default is configs/cpu_recipe.yaml of "
-            "the checkout, which an installed wheel lacks: give one with --config)"
-        )
-    cfg = load_config(
-        args.config,
-        ["tensorboard=false"],
-        strings={
-            "data.path": str(data.path),
-            "data.layout": data.layout,
-            "data.cache_dir": str(run_dir.parent / "cache"),
-            "out_dir": str(run_dir),
-            "device": args.device,
-        },
-    )
-    return cfg.with_epochs_per_phase(args.epochs) if args.epochs else cfg
-
-
-def run_folder(demo_dir: Path, data: DemoData) -> Path:
-    if data.synthetic:
-        return demo_dir / "run"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", data.path.resolve().name).strip("-.") or "data"
-    return demo_dir / f"run-{name}"
-
-
-def prepare_model(args: argparse.Namespace, data: DemoData, demo_dir: Path) -> Path:
-    """Step 2: a trained checkpoint for ``data``: reused, resumed or trained now."""
-    from model.checkpoint import file_sha256
-    from training.loop import BEST_FILE, train
-    from training.state import STATE_FILE, comparable_config
-
-    run_dir = run_folder(demo_dir, data)
-    cfg = training_config(args, data, run_dir)
-    wanted = {"dataset": data.fingerprint, "config": comparable_config(cfg.to_dict())}
-    marker = _read_json(run_dir / RUN_MARKER) or {}
-    same_run = not args.fresh and {k: marker.get(k) for k in wanted} == _as_json(wanted)
-    best = run_dir / BEST_FILE
-    trained_sha = marker.get("checkpoint_sha256")
-    if same_run and trained_sha and best.is_file() and file_sha256(best) == trained_sha:
-        _say(2, f"model: reusing {best} (trained on this data with this config)")
-        return best
-    resume = same_run and (run_dir / STATE_FILE).is_file()
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": None})
-    train_count = len(data.archive.split("train"))
-    what = "resuming" if resume else "training"
-    _say(
-        2,
-        f"model: {what} {recipe_name(args.config)} ({len(cfg.phases)} phases × "
-        f"{cfg.phases[0].epochs} epochs, {train_count:,} training images) into {run_dir}"
-        + ("" if data.synthetic else f"; {estimate(cfg, data.archive)}"),
-    )
-    started = time.perf_counter()
-    result = train(cfg, resume=resume)
-    if result.best_path is None:
-        raise CommandError(f"training in {run_dir} produced no best model")
-    _write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": file_sha256(result.best_path)})
-    metric = result.history[-1]["selection"]["metric"] if result.history else "score"
-    _say(
-        2,
-        f"model: {result.best_path} (validation {metric} {result.best_score:.3f} at epoch "
-        f"{result.best_epoch} of {result.epochs_run}), trained in "
-        f"{_duration(time.perf_counter() - started)}",
-    )
-    return result.best_path
-
-
-def recipe_name(config: Path) -> str:
-    return "the CPU recipe" if config == RECIPE else str(config)
-
-
-def estimate(cfg: TrainConfig, archive: Archive) -> str:
-    """A rough training time on this machine's CPU (the recipe's measured throughput)."""
-    if cfg.device not in ("auto", "cpu"):
-        return f"on {cfg.device} this takes minutes"
-    import torch
-
-    if cfg.device == "auto" and torch.cuda.is_available():
-        return "on the GPU this takes minutes"
-    cores = max(1, torch.get_num_threads())
-    n_train = len(archive.split("train"))
-    n_val = len(archive.split("val"))
-    per_epoch = n_train / (TRAIN_IMAGES_PER_S_PER_CORE * cores) + (n_train + n_val) / (
-        EMBED_IMAGES_PER_S_PER_CORE * cores
-    )
-    decode = (n_train + n_val) / (DECODE_IMAGES_PER_S_PER_CORE * cores)
-    seconds = cfg.total_epochs * per_epoch + decode
-    return f"about {_duration(seconds)} on {cores} CPU core{'s' if cores > 1 else ''}"
-
-
 def prepare_index(
     args: argparse.Namespace, data: DemoData, checkpoint: Path, store: MetadataStore, salt: str
 ) -> None:
@@ -299,7 +185,7 @@ def prepare_index(
         collection = None
     active = store.active_version(collection.id) if collection else None
     if not args.fresh and active is not None and active.checkpoint_sha256 == sha:
-        _say(
+        say(
             3,
             f"index: reusing collection {name!r} version {active.version} "
             f"({active.vector_count:,} cases, built with this model)",
@@ -319,17 +205,17 @@ def prepare_index(
             label_codes=list(meta.labels.codes),
             label_names=list(meta.labels.names),
         )
-    _say(3, f"index: embedding {len(data.archive.samples):,} images into collection {name!r}")
+    say(3, f"index: embedding {len(data.archive.samples):,} images into collection {name!r}")
     builder = IndexBuilder(
         store,
         IndexerConfig(data_dir=args.data_dir, group_salt=salt, device=args.device),
     )
     result = builder.build(name, checkpoint, data.path, layout=data.layout, mode="full")
     failed = f", {len(result.failed)} unreadable" if result.failed else ""
-    _say(
+    say(
         3,
         f"index: collection {name!r} version {result.version} is active with "
-        f"{result.vector_count:,} cases{failed} ({_duration(result.seconds)})",
+        f"{result.vector_count:,} cases{failed} ({duration(result.seconds)})",
     )
 
 
@@ -354,10 +240,10 @@ def serve(args: argparse.Namespace, salt: str) -> int:
         )
     except ValidationError as exc:
         raise CommandError(app_commands.describe_settings_error(exc)) from None
-    _say(4, f"serve: starting the service for collection {args.collection!r}")
+    say(4, f"serve: starting the service for collection {args.collection!r}")
 
     def announce(url: str) -> None:
-        _say(4, f"serve: the viewer is at {url} (API docs at {url}docs; Ctrl-C stops)")
+        say(4, f"serve: the viewer is at {url} (API docs at {url}docs; Ctrl-C stops)")
 
     result: int = app_commands.serve(settings, on_started=announce)
     return result
@@ -394,7 +280,7 @@ def run_demo(args: argparse.Namespace) -> int:
         salt = demo_group_salt(demo_dir)
         store = index_commands.open_store(args)  # before training: a bad --db fails early
         try:
-            checkpoint = prepare_model(args, data, demo_dir)
+            checkpoint = prepare_model(args, data, run_folder(demo_dir, data))
             prepare_index(args, data, checkpoint, store, salt)
         finally:
             store.close()
@@ -402,7 +288,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(
         f"medret demo: collection {args.collection!r} ready in "
-        f"{_duration(time.perf_counter() - started)} (data directory {args.data_dir})",
+        f"{duration(time.perf_counter() - started)} (data directory {args.data_dir})",
         flush=True,
     )
     if args.no_serve:
@@ -413,39 +299,10 @@ def run_demo(args: argparse.Namespace) -> int:
             if os.environ.get("MEDRET_GROUP_SALT")
             else f" (its /admin/reindex needs MEDRET_GROUP_SALT=$(cat {own_salt}))"
         )
-        _say(
+        say(
             4,
             f"serve: skipped (--no-serve); start it with: medret serve --data-dir "
             f"{args.data_dir}{db} --collection {args.collection}{salt_note}",
         )
         return 0
     return serve(args, salt)
-
-
-# --------------------------------------------------------------------------- small parts
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 90:
-        return f"{minutes} min {secs:02d} s"
-    return f"{minutes / 60:.1f} h"
-
-
-def _as_json(data: dict[str, Any]) -> Any:
-    """``data`` as it reads back from a JSON file (tuples become lists)."""
-    return json.loads(json.dumps(data))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

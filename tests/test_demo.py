@@ -170,14 +170,15 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     first, first_s = medret(*small, "--epochs", "1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "generating 48 synthetic images" in first.stdout
-    assert "training the CPU recipe (3 phases × 1 epochs" in first.stdout
+    assert "model: the CPU recipe on " in first.stdout
+    assert "vit (3 phases × 1 epochs" in first.stdout
     assert "version 1 is active with 48 cases" in first.stdout
     assert "medret serve --data-dir" in first.stdout  # --no-serve says how to serve it
     checkpoint = data_dir / "demo" / "run" / "best.safetensors"
     sha, mtime = file_sha256(checkpoint), checkpoint.stat().st_mtime_ns
     assert _active(data_dir, "demo") == (1, sha, 48)
     marker = json.loads((data_dir / "demo" / "run" / "demo-run.json").read_text())
-    assert marker["checkpoint_sha256"] == sha
+    assert marker["checkpoint_sha256"] == {"model": sha}
     salt_file = data_dir / "demo" / "group-salt"  # the demo's own salt, private
     salt = salt_file.read_text().strip()
     assert stat.S_IMODE(salt_file.stat().st_mode) == 0o600
@@ -189,7 +190,7 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     assert "data: reusing the synthetic set" in second.stdout
     assert "model: reusing" in second.stdout
     assert "index: reusing collection 'demo' version 1" in second.stdout
-    assert "training the CPU recipe" not in second.stdout
+    assert "model: the CPU recipe" not in second.stdout
     assert "epoch 1/3" not in second.stderr  # no training progress bar at all
     assert (file_sha256(checkpoint), checkpoint.stat().st_mtime_ns) == (sha, mtime)
     assert _active(data_dir, "demo") == (1, sha, 48)
@@ -199,7 +200,7 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     third, _ = medret(*small, "--epochs", "2", cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "data: reusing the synthetic set" in third.stdout
-    assert "training the CPU recipe (3 phases × 2 epochs" in third.stdout
+    assert "vit (3 phases × 2 epochs" in third.stdout
     new_sha = file_sha256(checkpoint)
     assert new_sha != sha
     assert _active(data_dir, "demo") == (2, new_sha, 48)
@@ -211,26 +212,34 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
 def test_demo_on_a_given_dataset_trains_and_indexes_it(tmp_path: Path) -> None:
     dataset = generate(tmp_path / "archive", DemoDataSpec(images_per_class=8, seed=3))
     data_dir = tmp_path / "data"
-    result, _ = medret(
-        "demo",
-        "--no-serve",
-        "--data-dir",
-        str(data_dir),
-        "--data",
-        str(dataset),
-        "--collection",
-        "mine",
-        "--epochs",
-        "1",
-        cwd=tmp_path,
-    )
+    args = ["demo", "--no-serve", "--data-dir", str(data_dir), "--data", str(dataset)]
+    args += ["--collection", "mine", "--epochs", "1"]
+    result, _ = medret(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "generating" not in result.stdout
     assert "(manifest), 48 images, 6 classes" in result.stdout
     assert "CPU core" in result.stdout or "GPU" in result.stdout  # the time estimate
-    checkpoint = data_dir / "demo" / "run-archive" / "best.safetensors"
+    # the quality recipe: the teacher, then the ViT distilled from it; the teacher served
+    assert "model: the quality recipe on " in result.stdout
+    assert result.stdout.index("stage 1/2 teacher: training") < result.stdout.index(
+        "stage 2/2 student: training"
+    )
+    run = data_dir / "demo" / "run-archive"
+    assert f"serving stage 'teacher', {run / 'teacher' / 'best.safetensors'}" in result.stdout
     version, sha, cases = _active(data_dir, "mine")
-    assert (version, sha, cases) == (1, file_sha256(checkpoint), 48)
+    assert (version, sha, cases) == (1, file_sha256(run / "teacher" / "best.safetensors"), 48)
+
+    # the other model on request: nothing retrained, the collection re-indexed with it
+    student, _ = medret(*args, "--stage", "student", cwd=tmp_path)
+    assert student.returncode == 0, student.stderr[-3000:]
+    assert "model: reusing" in student.stdout
+    assert "training into" not in student.stdout
+    version, sha, _ = _active(data_dir, "mine")
+    assert (version, sha) == (2, file_sha256(run / "student" / "best.safetensors"))
+
+    unknown, _ = medret(*args, "--stage", "pupil", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "has no stage 'pupil' (it has teacher, student)" in unknown.stderr
 
 
 @pytest.mark.parametrize(

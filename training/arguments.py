@@ -15,7 +15,13 @@ VARIANTS = ("vit", "vit_multiscale", "vit_multiloss", "full", "cnn")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config (e.g. configs/cpu_recipe.yaml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="YAML config of one run (e.g. configs/cpu_recipe.yaml), or a recipe of stages "
+        "run in order (configs/quality_cpu.yaml: a teacher, then a student distilled from "
+        "it, each into --out/<stage>)",
+    )
     p.add_argument("--data", help="dataset folder (any supported layout); sets data.path")
     p.add_argument("--out", help="run folder for checkpoints and metrics; sets out_dir")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")

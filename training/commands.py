@@ -28,7 +28,8 @@ from training.data import prepare_data
 from training.distributed import DistEnv, resolve_device
 from training.errors import TrainingError
 from training.evaluation import evaluate_split
-from training.loop import Trainer, train
+from training.loop import Trainer, TrainResult, train
+from training.recipe import StageRun, is_recipe, load_recipe, stage_runs, train_stages
 from training.report import headline, write_report
 from training.state import STATE_FILE
 
@@ -59,6 +60,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     try:
+        if is_recipe(args.config):
+            return _train_recipe(args)
         cfg = _config_from_args(args)
         result = train(cfg, resume=args.resume)
     except EXPECTED_ERRORS as exc:
@@ -68,6 +71,42 @@ def run_train(args: argparse.Namespace) -> int:
             f"best checkpoint: {result.best_path} (validation {result.best_score:.4f} "
             f"at epoch {result.best_epoch} of {result.epochs_run})"
         )
+    return 0
+
+
+def _train_recipe(args: argparse.Namespace) -> int:
+    """Every stage of a recipe in order (training/recipe.py), each into ``--out/<stage>``."""
+    recipe = load_recipe(args.config)
+    strings = {"data.path": args.data} if args.data else {}
+    if getattr(args, "device", None):
+        strings["device"] = args.device
+    runs = stage_runs(
+        recipe,
+        args.out or "runs/recipe",
+        list(args.set or []),
+        strings,
+        getattr(args, "epochs_per_phase", None),
+    )
+
+    def train_one(run: StageRun, number: int) -> TrainResult:
+        resume = args.resume and (Path(run.config.out_dir) / STATE_FILE).is_file()
+        print(
+            f"stage {number}/{len(runs)}: {run.stage.name} ({run.stage.config.name}) into "
+            f"{run.config.out_dir}",
+            flush=True,
+        )
+        result = train(run.config, resume=resume)
+        if result.best_path is not None:
+            print(
+                f"best checkpoint of {run.stage.name}: {result.best_path} (validation "
+                f"{result.best_score:.4f} at epoch {result.best_epoch} of {result.epochs_run})",
+                flush=True,
+            )
+        return result
+
+    train_stages(runs, train_one)
+    served = next(r for r in runs if r.stage.name == recipe.serve)
+    print(f"the recipe serves {recipe.serve}: {served.best_path}")
     return 0
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from training.config import TrainConfigError, default_phases, load_config
+from training.recipe import is_recipe, load_recipe, stage_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,11 +38,16 @@ def test_cpu_recipe_parses_and_overrides_apply() -> None:
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_parses(path: Path) -> None:
-    cfg = load_config(path, ["data.path=/x"])
-    assert cfg.total_epochs > 0
-    if any(phase.distill > 0 for phase in cfg.phases):
-        assert cfg.loss.teacher  # a distilling recipe names its teacher
+def test_every_shipped_config_parses(path: Path, tmp_path: Path) -> None:
+    if is_recipe(path):
+        recipe = load_recipe(path)
+        configs = [run.config for run in stage_runs(recipe, tmp_path, ["data.path=/x"])]
+    else:
+        configs = [load_config(path, ["data.path=/x"])]
+    for cfg in configs:
+        assert cfg.total_epochs > 0
+        if any(phase.distill > 0 for phase in cfg.phases):
+            assert cfg.loss.teacher  # a distilling run names its teacher
 
 
 @pytest.mark.parametrize(

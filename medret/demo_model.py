@@ -1,0 +1,218 @@
+"""Step 2 of ``medret demo``: the model to index and serve, reused, resumed or trained now.
+
+The synthetic set trains the CPU recipe (``configs/cpu_recipe.yaml``: one run, minutes).
+A real dataset (``--data``) trains the quality recipe (``configs/quality_cpu.yaml``): the
+EfficientNet-Lite0 teacher fine-tuned from its ImageNet weights, then the multi-scale ViT
+distilled from it, each stage into ``<run folder>/<stage>``; the recipe's ``serve`` stage
+(the teacher) is what the demo indexes, ``--stage student`` the other. ``--config`` takes
+either kind of file.
+
+The run folder's ``demo-run.json`` records the dataset's fingerprint, every stage's
+resolved config (minus where-it-runs keys) and, per finished stage, the SHA-256 of its
+``best.safetensors``. All match: the model is reused. Same data and configs: finished
+stages are kept and the others resume. Anything else: the folder is cleared and every
+stage trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from commandline.errors import CommandError
+from medret.demo_parts import DemoData, as_json, duration, read_json, say, write_json
+
+if TYPE_CHECKING:
+    from archives.records import Archive
+    from training.config import TrainConfig
+    from training.recipe import StageRun
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RECIPE = CONFIGS / "cpu_recipe.yaml"  # the synthetic demo's
+QUALITY_RECIPE = CONFIGS / "quality_cpu.yaml"  # a real dataset's
+RUN_MARKER = "demo-run.json"
+SINGLE_STAGE = "model"  # the name a one-run config's stage goes by
+
+# Training throughput per CPU core at a reference image side, measured on the development
+# machines (2 cores); it scales with the pixel count. Only used to tell the person roughly
+# how long training takes: (train images/s, embedded images/s, reference side).
+THROUGHPUT_PER_CORE = {
+    "vit": (90.0, 300.0, 96),  # the CPU recipe's tiny ViT
+    "cnn": (90.0, 300.0, 96),
+    "efficientnet_lite0": (23.0, 60.0, 128),
+}
+DECODE_IMAGES_PER_S_PER_CORE = 150.0
+
+
+def run_folder(demo_dir: Path, data: DemoData) -> Path:
+    if data.synthetic:
+        return demo_dir / "run"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", data.path.resolve().name).strip("-.") or "data"
+    return demo_dir / f"run-{name}"
+
+
+def default_config(data: DemoData) -> Path:
+    return RECIPE if data.synthetic else QUALITY_RECIPE
+
+
+def recipe_name(config: Path) -> str:
+    if config == RECIPE:
+        return "the CPU recipe"
+    if config == QUALITY_RECIPE:
+        return "the quality recipe"
+    return str(config)
+
+
+def stage_plan(
+    args: argparse.Namespace, data: DemoData, run_dir: Path
+) -> tuple[Path, list[StageRun], str]:
+    """The config file, the stages it trains (pointed at the demo's data, run folder and
+    pixel cache) and the name of the stage to serve."""
+    from training.config import load_config
+    from training.recipe import Stage, StageRun, is_recipe, load_recipe, stage_runs
+
+    config = Path(args.config) if args.config is not None else default_config(data)
+    if not config.is_file():
+        raise CommandError(
+            f"no training config at {config} (the defaults are configs/cpu_recipe.yaml and "
+            "configs/quality_cpu.yaml of the checkout, which an installed wheel lacks: give "
+            "one with --config)"
+        )
+    strings = {
+        "data.path": str(data.path),
+        "data.layout": data.layout,
+        "data.cache_dir": str(run_dir.parent / "cache"),
+        "device": args.device,
+    }
+    if is_recipe(config):
+        recipe = load_recipe(config)
+        runs = stage_runs(recipe, run_dir, ["tensorboard=false"], strings, args.epochs)
+        serve = args.stage or recipe.serve
+        recipe.stage(serve)  # an unknown --stage is refused by name
+        return config, runs, serve
+    if args.stage is not None:
+        raise CommandError(
+            f"--stage {args.stage}: {config} is one training run, not a recipe of stages"
+        )
+    cfg = load_config(config, ["tensorboard=false"], strings={**strings, "out_dir": str(run_dir)})
+    if args.epochs:
+        cfg = cfg.with_epochs_per_phase(args.epochs)
+    return config, [StageRun(Stage(SINGLE_STAGE, config), cfg)], SINGLE_STAGE
+
+
+def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Path:
+    """Step 2: the served stage's checkpoint for ``data``: reused, resumed or trained now."""
+    from model.checkpoint import file_sha256
+    from training.loop import train
+    from training.recipe import train_stages
+    from training.state import STATE_FILE, comparable_config
+
+    config, runs, serve = stage_plan(args, data, run_dir)
+    served = next(r for r in runs if r.stage.name == serve)
+    wanted = {
+        "dataset": data.fingerprint,
+        "config": {r.stage.name: comparable_config(r.config.to_dict()) for r in runs},
+    }
+    marker = read_json(run_dir / RUN_MARKER) or {}
+    same_run = not args.fresh and {k: marker.get(k) for k in wanted} == as_json(wanted)
+    recorded = marker.get("checkpoint_sha256") if same_run else None
+    done: dict[str, str] = dict(recorded) if isinstance(recorded, dict) else {}
+
+    def finished(run: StageRun) -> bool:
+        sha = done.get(run.stage.name)
+        return bool(sha) and run.best_path.is_file() and file_sha256(run.best_path) == sha
+
+    if all(finished(r) for r in runs):
+        say(2, f"model: reusing {served.best_path} (trained on this data with this config)")
+        return served.best_path
+    if not same_run and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = {name: sha for name, sha in done.items() if any(r.stage.name == name for r in runs)}
+    write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": done})
+    train_count = len(data.archive.split("train"))
+    stages = "; ".join(describe_stage(r) for r in runs)
+    eta = "" if data.synthetic else f"; {estimate(runs, data.archive)}"
+    say(
+        2,
+        f"model: {recipe_name(config)} on {train_count:,} training images into {run_dir}: "
+        f"{stages}{eta}",
+    )
+    started = time.perf_counter()
+
+    def train_one(run: StageRun, number: int) -> None:
+        name = run.stage.name
+        label = "" if len(runs) == 1 else f"stage {number}/{len(runs)} {name}: "
+        if finished(run):
+            say(2, f"model: {label}reusing {run.best_path}")
+            return
+        resume = (Path(run.config.out_dir) / STATE_FILE).is_file()
+        say(2, f"model: {label}{'resuming' if resume else 'training'} into {run.config.out_dir}")
+        stage_started = time.perf_counter()
+        result = train(run.config, resume=resume)
+        if result.best_path is None:
+            raise CommandError(f"training in {run.config.out_dir} produced no best model")
+        done[name] = file_sha256(result.best_path)
+        write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": done})
+        metric = result.history[-1]["selection"]["metric"] if result.history else "score"
+        say(
+            2,
+            f"model: {label}{result.best_path} (validation {metric} {result.best_score:.3f} at "
+            f"epoch {result.best_epoch} of {result.epochs_run}), trained in "
+            f"{duration(time.perf_counter() - stage_started)}",
+        )
+
+    train_stages(runs, train_one)
+    if len(runs) > 1:
+        say(
+            2,
+            f"model: serving stage {serve!r}, {served.best_path} (all stages trained in "
+            f"{duration(time.perf_counter() - started)})",
+        )
+    return served.best_path
+
+
+def describe_stage(run: StageRun) -> str:
+    cfg = run.config
+    side = cfg.model.image_size
+    phases = f"{len(cfg.phases)} phase{'s' if len(cfg.phases) > 1 else ''}"
+    what = f"{phases} × {cfg.phases[0].epochs} epochs, {side} px"
+    if run.stage.name == SINGLE_STAGE:
+        return f"{cfg.model.architecture} ({what})"
+    return f"{run.stage.name} = {cfg.model.architecture} ({what})"
+
+
+def estimate(runs: list[StageRun], archive: Archive) -> str:
+    """A rough training time on this machine's CPU (the measured throughputs above)."""
+    import torch
+
+    devices = {run.config.device for run in runs}
+    if devices - {"auto", "cpu"} or ("auto" in devices and torch.cuda.is_available()):
+        return "on the GPU this takes minutes"
+    cores = max(1, torch.get_num_threads())
+    n_train = len(archive.split("train"))
+    n_val = len(archive.split("val"))
+
+    def rates(cfg: TrainConfig) -> tuple[float, float]:
+        """Seconds per training image and per embedded image."""
+        train_rate, embed_rate, side = THROUGHPUT_PER_CORE.get(
+            cfg.model.architecture, THROUGHPUT_PER_CORE["vit"]
+        )
+        scale = (cfg.model.image_size / side) ** 2 / cores
+        return scale / train_rate, scale / embed_rate
+
+    seconds = 0.0
+    for run in runs:
+        cfg = run.config
+        per_train, per_embed = rates(cfg)
+        per_epoch = n_train * per_train + (n_train + n_val) * per_embed
+        seconds += cfg.total_epochs * per_epoch
+        seconds += (n_train + n_val) / (DECODE_IMAGES_PER_S_PER_CORE * cores)
+        teacher = next((r for r in runs if str(r.best_path) == cfg.loss.teacher), None)
+        if teacher is not None:  # the soft targets: one pass of the teacher
+            seconds += n_train * rates(teacher.config)[1]
+    return f"about {duration(seconds)} on {cores} CPU core{'s' if cores > 1 else ''}"
