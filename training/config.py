@@ -57,11 +57,16 @@ class PhaseConfig:
     contrastive: float = 0.0
     triplet: float = 0.0
     distill: float = 0.0
+    geometry: float = 0.0  # the teacher's in-batch similarity structure (training/losses.py)
     lr_decay: float = 4.0
 
     def to_phase(self) -> Phase:
         weights = LossWeights(
-            ce=self.ce, contrastive=self.contrastive, triplet=self.triplet, distill=self.distill
+            ce=self.ce,
+            contrastive=self.contrastive,
+            triplet=self.triplet,
+            distill=self.distill,
+            geometry=self.geometry,
         )
         return Phase(epochs=self.epochs, weights=weights, lr_decay=self.lr_decay)
 
@@ -83,6 +88,8 @@ class LossConfig:
     class_weights: str = "none"  # "none" or "balanced" (the sampler already balances)
     teacher: str | None = None  # a medret checkpoint to distil from
     temperature: float = 4.0
+    distill_targets: str = "soft"  # "soft" (Hinton) or "hard" (DeiT: the teacher's decision)
+    geometry_temperature: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,11 @@ class TrainConfig:
                 f"{self.samples_per_class} for the balanced sampler",
             ),
             (self.samples_per_class >= 2, "samples_per_class must be at least 2"),
+            (
+                self.loss.distill_targets in ("soft", "hard"),
+                "loss.distill_targets is 'soft' or 'hard'",
+            ),
+            (self.loss.geometry_temperature > 0, "loss.geometry_temperature must be positive"),
             (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must lie in [0, 1)"),
             (self.data.workers >= 0, "data.workers cannot be negative"),
             (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),

@@ -127,9 +127,9 @@ class Trainer:
         self.model: nn.Module = distributed_model(self.net, self.env, self.device)
         self.loss = training_loss(cfg, train.targets, self.labels, self.task, self.device)
         teacher = teacher_checkpoint(cfg, self.labels, self.task, self.device)
-        self.teacher_logits: torch.Tensor | None = None  # (N_train, C), computed once
+        self.teacher_out: ModelOutput | None = None  # (N_train, ·), computed once
         if teacher is not None:
-            self.teacher_logits = soft_targets(
+            self.teacher_out = soft_targets(
                 teacher, train.samples, cfg, self.device, env=self.env, progress=self.progress
             )
             del teacher  # its weights are no longer needed
@@ -191,11 +191,16 @@ class Trainer:
             x = normalise(augment_batch(x, self.augment, generator), self.pre)
             with autocast(self.device, cfg.bf16):
                 out: ModelOutput = self.model(x)
-                teacher_logits = None
-                if self.teacher_logits is not None and weights.distill > 0:
-                    teacher_logits = self.teacher_logits[idx].to(self.device)
+                teacher_logits = teacher_embeddings = None
+                if self.teacher_out is not None:
+                    teacher_logits = self.teacher_out.logits[idx].to(self.device)
+                    teacher_embeddings = self.teacher_out.embedding[idx].to(self.device)
             parts = self.loss(
-                ModelOutput(out.embedding.float(), out.logits.float()), y, weights, teacher_logits
+                ModelOutput(out.embedding.float(), out.logits.float()),
+                y,
+                weights,
+                teacher_logits,
+                teacher_embeddings,
             )
             if not finite_on_every_rank(self.env, parts.total):
                 skipped += 1

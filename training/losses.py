@@ -1,6 +1,7 @@
 """The dynamic multi-loss (docs/training.md): cross-entropy, contrastive, triplet, distillation.
 
-``total = W_ce·L_ce + W_contrastive·L_contrastive + W_triplet·L_triplet (+ W_distill·L_distill)``;
+``total = W_ce·L_ce + W_contrastive·L_contrastive + W_triplet·L_triplet (+ W_distill·L_distill
++ W_geometry·L_geometry)``;
 the weights change from phase to phase (:mod:`training.schedule`).
 
 Decisions
@@ -38,6 +39,18 @@ Decisions
   multi-label: BCE of ``s/T`` against ``sigmoid(t/T)``, ``·T²`` (the same gradient as the
   per-class Bernoulli KL; the value has the teacher's entropy as its floor, not 0). The teacher's
   logits are detached.
+  ``hard`` distillation (DeiT, Touvron et al. 2021) takes the teacher's decision instead:
+  cross-entropy against its arg-max class (one-label), BCE against its ``sigmoid > 0.5``
+  findings (multi-label), without temperature.
+* **Geometry** distillation: the student's in-batch similarity structure is matched to the
+  teacher's, so that retrieval and not only the classifier learns from the teacher. For
+  each image of the batch, the softmax over its cosine similarities to the *other* images
+  at temperature τ (``geometry_temperature``, 0.1) is computed for both networks, and the
+  loss is ``KL(teacher ‖ student)`` averaged over the rows (the relational distillation of
+  SEED, Fang et al. 2021, and CompRess, Abbasi Koohpayegani et al. 2020, within a batch).
+  The teacher's embeddings arrive centred on their training mean and renormalised
+  (training/teacher.py): a fine-tuned CNN's embeddings share one direction, and their raw
+  cosines would all be near 1.
 * Every loss works under bf16 autocast (inputs are cast to float32), on CPU and CUDA, and
   returns a scalar still attached to the graph even when it is 0 (``embeddings.sum() * 0``),
   so DDP always sees every parameter used.
@@ -67,9 +80,10 @@ class LossWeights:
     contrastive: float
     triplet: float
     distill: float = 0.0
+    geometry: float = 0.0
 
     def __post_init__(self) -> None:
-        values = (self.ce, self.contrastive, self.triplet, self.distill)
+        values = (self.ce, self.contrastive, self.triplet, self.distill, self.geometry)
         if any(v < 0 for v in values):
             raise ValueError(f"loss weights must be non-negative, got {self}")
         if not any(v > 0 for v in values):
@@ -81,6 +95,7 @@ class LossWeights:
             "contrastive": self.contrastive,
             "triplet": self.triplet,
             "distill": self.distill,
+            "geometry": self.geometry,
         }
 
 
@@ -224,8 +239,15 @@ def distillation_loss(
     teacher_logits: torch.Tensor,
     task: Task,
     temperature: float = 4.0,
+    hard: bool = False,
 ) -> torch.Tensor:
-    """Hinton et al. 2015 knowledge distillation at temperature T, scaled by T²."""
+    """Hinton et al. 2015 knowledge distillation at temperature T, scaled by T²; or, with
+    ``hard``, DeiT's hard-label distillation (the teacher's decision, no temperature)."""
+    if hard:
+        decided = teacher_logits.detach().float()
+        if task is Task.MULTI_LABEL:
+            return F.binary_cross_entropy_with_logits(student_logits.float(), (decided > 0).float())
+        return F.cross_entropy(student_logits.float(), decided.argmax(dim=1))
     t = temperature
     student = student_logits.float() / t  # (B, C)
     teacher = teacher_logits.detach().float() / t  # (B, C)
@@ -235,6 +257,26 @@ def distillation_loss(
     log_p_teacher = F.log_softmax(teacher, dim=1)  # (B, C)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * t * t
+
+
+def geometry_loss(
+    student_embeddings: torch.Tensor,
+    teacher_embeddings: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """KL(teacher ‖ student) of each image's softmax over its similarities to the other
+    images of the batch at ``temperature``, averaged over the batch (module doc)."""
+    batch = student_embeddings.shape[0]
+    if batch < 3:  # fewer than two others per row: no structure to match
+        return student_embeddings.sum() * 0
+    s = F.normalize(student_embeddings.float(), dim=1)
+    t = F.normalize(teacher_embeddings.detach().float(), dim=1)
+    off = ~torch.eye(batch, dtype=torch.bool, device=s.device)  # (B, B)
+    sim_s = (s @ s.T)[off].view(batch, batch - 1) / temperature  # (B, B-1)
+    sim_t = (t @ t.T)[off].view(batch, batch - 1) / temperature
+    log_p_student = F.log_softmax(sim_s, dim=1)
+    log_p_teacher = F.log_softmax(sim_t, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
 
 
 def balanced_class_weights(
@@ -279,7 +321,8 @@ def balanced_class_weights(
 class LossBreakdown:
     """The weighted total (backpropagate this) and the unweighted parts that were computed.
 
-    ``parts`` holds keys among ``"ce"``, ``"contrastive"``, ``"triplet"``, ``"distill"`` —
+    ``parts`` holds keys among ``"ce"``, ``"contrastive"``, ``"triplet"``, ``"distill"``,
+    ``"geometry"`` —
     only the parts whose weight was non-zero — detached, for logging.
     """
 
@@ -305,6 +348,8 @@ class MultiLoss(nn.Module):
         mining: str = "semihard",
         class_weights: torch.Tensor | None = None,
         temperature: float = 4.0,
+        distill_hard: bool = False,
+        geometry_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         if mining not in MINING_STRATEGIES:
@@ -314,6 +359,8 @@ class MultiLoss(nn.Module):
         self.triplet_margin = triplet_margin
         self.mining = mining
         self.temperature = temperature
+        self.distill_hard = distill_hard
+        self.geometry_temperature = geometry_temperature
         self.register_buffer(
             "class_weights", None if class_weights is None else class_weights.float()
         )
@@ -324,6 +371,7 @@ class MultiLoss(nn.Module):
         targets: torch.Tensor,
         weights: LossWeights,
         teacher_logits: torch.Tensor | None = None,
+        teacher_embeddings: torch.Tensor | None = None,
     ) -> LossBreakdown:
         parts: dict[str, torch.Tensor] = {}
         weighted: list[torch.Tensor] = []
@@ -350,8 +398,19 @@ class MultiLoss(nn.Module):
             if teacher_logits is None:
                 raise ValueError("the distillation weight is positive but no teacher_logits given")
             parts["distill"] = distillation_loss(
-                output.logits, teacher_logits, self.task, temperature=self.temperature
+                output.logits,
+                teacher_logits,
+                self.task,
+                temperature=self.temperature,
+                hard=self.distill_hard,
             )
             weighted.append(weights.distill * parts["distill"])
+        if weights.geometry > 0:
+            if teacher_embeddings is None:
+                raise ValueError("the geometry weight is positive but no teacher_embeddings given")
+            parts["geometry"] = geometry_loss(
+                output.embedding, teacher_embeddings, temperature=self.geometry_temperature
+            )
+            weighted.append(weights.geometry * parts["geometry"])
         total = torch.stack(weighted).sum()
         return LossBreakdown(total=total, parts={k: v.detach() for k, v in parts.items()})

@@ -115,6 +115,8 @@ def training_loss(
         mining=cfg.loss.mining,
         class_weights=class_weights,
         temperature=cfg.loss.temperature,
+        distill_hard=cfg.loss.distill_targets == "hard",
+        geometry_temperature=cfg.loss.geometry_temperature,
     ).to(device)
 
 

@@ -1,9 +1,11 @@
-"""The teacher's soft targets: its logits for every training image, computed once.
+"""The teacher's soft targets: its logits and embedding for every training image, once.
 
 Distillation (the paper's L_distill, Hinton et al.) needs the teacher's logits for each
-training image. A teacher forward on every batch would cost more than the student's own
-step on a CPU (a pretrained EfficientNet-Lite0 at 160 px against a 4-block ViT at 96 px),
-so they are computed once, before the first epoch, on the un-augmented images — each at
+training image; geometry distillation (training/losses.py) its embeddings, centred on
+their mean over the training images and renormalised. A teacher forward on every batch
+would cost more than the student's own step on a CPU (a pretrained EfficientNet-Lite0 at
+160 px against a 4-block ViT at 96 px), so they are computed once, before the first
+epoch, on the un-augmented images — each at
 the *teacher's* own canvas size and normalisation, through its own pixel cache and the one
 inference function (:func:`model.inference.infer`), exactly as the teacher was trained and
 would be served. Flips and rotations do not change a diagnosis, so the targets stay valid
@@ -23,6 +25,7 @@ from archives.records import Sample
 from labels import LabelSpace, Task
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.inference import infer
+from model.vit import ModelOutput
 from training.config import TrainConfig
 from training.distributed import SINGLE_PROCESS, DistEnv, barrier
 from training.errors import TrainingError
@@ -39,7 +42,7 @@ def teacher_checkpoint(
     It must predict the dataset's classes for the dataset's task.
     """
     if not cfg.loss.teacher:
-        if any(p.distill > 0 for p in cfg.phases):
+        if any(p.distill > 0 or p.geometry > 0 for p in cfg.phases):
             raise TrainingError("a phase weights distillation but no loss.teacher is given")
         return None
     teacher = load_checkpoint(cfg.loss.teacher, device)
@@ -65,8 +68,9 @@ def soft_targets(
     *,
     env: DistEnv = SINGLE_PROCESS,
     progress: bool = True,
-) -> torch.Tensor:
-    """The teacher's logits (N, C) float32 for ``samples``, in their order (module doc).
+) -> ModelOutput:
+    """The teacher's logits (N, C) and centred unit embeddings (N, D), float32, for
+    ``samples`` in their order (module doc).
 
     Rank 0 caches the images at the teacher's size; the other ranks wait, then look them
     up (as :func:`training.data.prepare_data` does for the student's cache).
@@ -82,13 +86,17 @@ def soft_targets(
         rows, _ = cache.lookup(list(samples), workers=cfg.data.workers)
     if len(rows) != len(samples) or (rows < 0).any():
         raise TrainingError("some training images could not be cached at the teacher's size")
-    chunks = [
-        infer(teacher.model, cache.batch(chunk), teacher.meta.preprocessing, device, bf16=cfg.bf16)
-        .logits.float()
-        .cpu()
-        for chunk in iterate_rows(np.asarray(rows), cfg.eval_batch_size)
-    ]
-    logits = torch.cat(chunks) if chunks else torch.zeros((0, len(teacher.meta.labels.codes)))
+    logits, embeddings = [], []
+    for chunk in iterate_rows(np.asarray(rows), cfg.eval_batch_size):
+        out = infer(
+            teacher.model, cache.batch(chunk), teacher.meta.preprocessing, device, bf16=cfg.bf16
+        )
+        logits.append(out.logits.float().cpu())
+        embeddings.append(out.embeddings.float().cpu())
+    if not logits:
+        raise TrainingError("there are no training images to compute the teacher's targets on")
+    centred = torch.cat(embeddings)
+    centred = torch.nn.functional.normalize(centred - centred.mean(dim=0), dim=1)
     log.info(
         "teacher soft targets for %d images at %dx%d in %.1f s",
         len(samples),
@@ -96,4 +104,4 @@ def soft_targets(
         size[1],
         time.perf_counter() - started,
     )
-    return logits
+    return ModelOutput(embedding=centred, logits=torch.cat(logits))

@@ -3,6 +3,7 @@ once at the teacher's own canvas size and normalisation (training/teacher.py).""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,8 @@ def test_soft_targets_are_the_teachers_logits_at_its_own_size(
     samples = data.splits["train"].samples
     loaded = load_checkpoint(teacher, CPU)
     loaded.model.eval()
-    targets = soft_targets(loaded, samples, cfg, CPU, progress=False)
+    out = soft_targets(loaded, samples, cfg, CPU, progress=False)
+    targets = out.logits
     assert targets.shape == (len(samples), len(loaded.meta.labels.codes))
     size = loaded.meta.preprocessing.image_size
     assert size == (48, 48)  # not the student's 32
@@ -84,21 +86,29 @@ def test_soft_targets_are_the_teachers_logits_at_its_own_size(
     torch.testing.assert_close(targets[some], expected.float(), rtol=1e-4, atol=1e-4)
     # the targets say something: the teacher does not give every image the same logits
     assert float(targets.std(dim=0).min()) > 0
+    # the embeddings for geometry distillation: unit vectors centred on their mean
+    every = torch.stack([fit_to_canvas(load_pixels(s), size) for s in samples])
+    raw = infer(loaded.model, every, loaded.meta.preprocessing, CPU).embeddings.float()
+    centred = torch.nn.functional.normalize(raw - raw.mean(dim=0), dim=1)
+    torch.testing.assert_close(out.embedding, centred, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.embedding.norm(dim=1), torch.ones(len(samples)))
 
 
 def test_a_student_distils_from_a_teacher_of_another_architecture_and_size(
     teacher: Path, tiny_manifest: Path, tmp_path: Path
 ) -> None:
-    phases = "[{epochs: 1, ce: 0.5, contrastive: 0.2, triplet: 0.2, distill: 1.0}]"
+    phases = "[{epochs: 1, ce: 0.5, contrastive: 0.2, triplet: 0.2, distill: 1.0, geometry: 1.0}]"
     settings = run_settings(tiny_manifest, tmp_path / "run", tmp_path / "cache", phases=phases)
-    overrides = [*settings, f"loss.teacher={teacher}"]
+    overrides = [*settings, f"loss.teacher={teacher}", "loss.distill_targets=hard"]
     trainer = Trainer(load_config(None, overrides), progress=False)
-    assert trainer.teacher_logits is not None
-    assert trainer.teacher_logits.shape[0] == len(trainer.data.splits["train"].samples)
+    assert trainer.teacher_out is not None
+    assert trainer.teacher_out.logits.shape[0] == len(trainer.data.splits["train"].samples)
+    assert trainer.teacher_out.embedding.shape[0] == len(trainer.data.splits["train"].samples)
     result = trainer.run()
     assert result.best_path is not None
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert '"distill"' in lines[-1]
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["loss"]["distill"] > 0
+    assert last["loss"]["geometry"] > 0
 
 
 def test_a_teacher_of_other_classes_is_refused(tiny_manifest: Path, tmp_path: Path) -> None:
