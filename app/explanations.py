@@ -97,6 +97,7 @@ def _explained(
         runner.meta.preprocessing,
         runner.device,
         class_index=class_index,
+        centre=runtime.index.centre,  # the score explained is the one /query returns
     )
     patch = network.cfg.patch_size
     similarity = ExplanationOut(

@@ -21,11 +21,35 @@ class ModelOut(BaseModel):
     image_size: tuple[int, int]
 
 
+class MatchCalibrationOut(BaseModel):
+    """How the version's match probability was fitted (docs/service.md, "Scores")."""
+
+    rule: str = Field(description="what 'shares the query's diagnosis' means for this task")
+    labelled_cases: int = Field(description="the version's labelled cases it was fitted on")
+    queries: int = Field(description="cases sampled as queries (leave-one-group-out)")
+    pairs: int = Field(description="(query, neighbour) pairs: each query's top neighbours")
+    neighbours: int = Field(description="neighbours per query")
+    base_rate: float = Field(description="share of those pairs with the same diagnosis")
+
+
 class IndexOut(BaseModel):
     collection: str
     version: int
     size: int = Field(description="cases in the active index version")
     factory: str = Field(description="FAISS index type")
+
+
+class QueryIndexOut(IndexOut):
+    """The version that answered a query, and what its scores mean."""
+
+    centred: bool = Field(
+        description="scores are cosines after centring on the mean of the version's "
+        "embeddings (false: the model's raw cosines)"
+    )
+    match_calibration: MatchCalibrationOut | None = Field(
+        description="how the cases' match_probability was fitted; null: the version has none "
+        "(an unlabelled collection, or fewer than 50 labelled cases)"
+    )
 
 
 class LabelOut(BaseModel):
@@ -81,7 +105,9 @@ class ClassMapOut(MapOut):
 class ExplanationOut(BaseModel):
     case_id: int
     collection: str
-    score: float = Field(description="the cosine similarity explained (the /query score)")
+    score: float = Field(
+        description="the cosine similarity explained: the /query score (centred like it)"
+    )
     method: str
     patch_size: int = Field(description="canvas pixels per grid cell, each way")
     query_map: MapOut = Field(description="regions of the query that carry the score")
@@ -96,7 +122,23 @@ class ExplainOut(ExplanationOut):
 
 class HitOut(CaseOut):
     rank: int = Field(ge=1)
-    score: float = Field(description="cosine similarity of the embeddings, -1 to 1")
+    score: float = Field(
+        description="cosine similarity of the query's and the case's embeddings, -1 to 1, "
+        "in the index version's space (centred on its mean when index.centred); it ranks the "
+        "cases, but its value alone is not a probability"
+    )
+    match_probability: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="P(the case shares the query's diagnosis | score): the share of case pairs "
+        "at this score with the same diagnosis (one-label task: the same label; multi-label: "
+        "a finding in common, or both without any), fitted on this index version's own "
+        "labelled cases, leave-one-group-out (a case's own patient/lesion left out). It "
+        "describes the archive, not this patient: not a diagnosis. Null when the version "
+        "has no calibration (unlabelled or fewer than 50 labelled cases) or the case is "
+        "unlabelled",
+    )
     explanation: ExplanationOut | None = Field(
         None,
         description="with ?explain=N, for the top N cases: where the similarity comes from "
@@ -141,7 +183,7 @@ class TimingsOut(BaseModel):
 class QueryOut(BaseModel):
     request_id: str
     model: ModelOut
-    index: IndexOut
+    index: QueryIndexOut
     task: Literal["single_label", "multi_label"]
     predictions: list[PredictionOut] = Field(description="every class, most probable first")
     cases: list[HitOut]

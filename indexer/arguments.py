@@ -88,6 +88,14 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         "or IVF4096,PQ32x8,RFlat (default: exact Flat for small archives, "
         "chosen from the size otherwise)",
     )
+    build.add_argument(
+        "--no-centre",
+        dest="centre",
+        action="store_false",
+        help="a full build stores the model's cosines as they are, instead of centring the "
+        'vectors on their mean (the default, docs/indexer.md "Scores"); --add and --remove '
+        "keep what their base version did",
+    )
     build.add_argument("--batch-size", type=positive_int, default=64)
     build.add_argument(
         "--workers", type=non_negative_int, default=2, help="decoding processes (default 2)"

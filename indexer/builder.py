@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -35,16 +34,17 @@ from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedd
 from indexer.embedding import EmbedResult, SourceUnavailableError, embed_samples
 from indexer.group_keys import checked_group_salt
 from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
+from indexer.pruning import prune_versions
 from indexer.results import BuildResult
+from indexer.scores import VersionScores, version_scores
 from indexer.sources import read_source, source_name
-from indexer.store import JobState, MetadataStore, VersionInfo, VersionState
+from indexer.store import JobState, MetadataStore, VersionInfo
 from indexer.vectors.factory import IndexSpec, spec_for
 from indexer.vectors.index import VectorIndex
 from indexer.vectors.persistence import load_vectors
 from indexer.version_folders import (
     collection_folder,
     move_into_place,
-    remove_leftovers,
     version_folder,
     write_staging_folder,
 )
@@ -77,6 +77,7 @@ class IndexerConfig:
     bf16: bool = True
     factory: str | None = None  # None: Flat when small, else choose_factory's choice
     progress: bool = True
+    centre: bool = True  # a full build centres on its mean (docs/indexer.md, "Scores")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -132,6 +133,7 @@ class IndexBuilder:
         spec: IndexSpec,
         checkpoint_sha256: str,
         job_id: str,
+        scores: VersionScores,
     ) -> tuple[int, int, VectorIndex]:
         """Build and save a complete version folder; returns (version row id, number, index)."""
         base = collection_folder(self.cfg.data_dir, collection).resolve()
@@ -146,7 +148,14 @@ class IndexBuilder:
         )
         number = version.version
         try:
-            index = VectorIndex.build(vectors, ids, spec, checkpoint_sha256=checkpoint_sha256)
+            index = VectorIndex.build(
+                vectors,
+                ids,
+                spec,
+                checkpoint_sha256=checkpoint_sha256,
+                centre=scores.centre,
+                calibration=scores.calibration,
+            )
             staging = write_staging_folder(folder, job_id, index, vectors, ids)
             if folder.exists():
                 raise IndexBuildError(f"{folder} already exists; another build uses it")
@@ -278,9 +287,13 @@ class IndexBuilder:
         spec = self._spec_for(
             len(ids), dim, active.factory if (active and mode is ReindexMode.ADD) else None
         )
+        base = active if mode is ReindexMode.ADD else None  # a full build centres anew
+        rows = {row.id: row for row in [*changes.new_rows, *changes.updates.values()]}
+        task = loaded.meta.model.task
+        scores = version_scores(self.store, task, vectors, ids, self.cfg.centre, base, rows)
         self.store.update_job(job_id, progress=0.92, message="building the FAISS index")
         version_id, number, _ = self._write_version(
-            collection_id, collection, vectors, ids, spec, loaded.sha256, job_id
+            collection_id, collection, vectors, ids, spec, loaded.sha256, job_id, scores
         )
         try:
             self._activate(
@@ -429,6 +442,8 @@ class IndexBuilder:
             spec = self._spec_for(
                 int(keep.sum()), vectors.shape[1] if vectors.ndim == 2 else 0, active.factory
             )
+            kept = vectors[keep], vec_ids[keep]
+            scores = version_scores(self.store, coll.task, *kept, self.cfg.centre, active)
             version_id, number, _ = self._write_version(
                 coll.id,
                 collection,
@@ -437,6 +452,7 @@ class IndexBuilder:
                 spec,
                 active.checkpoint_sha256,
                 job,
+                scores,
             )
             self._check_active_unchanged(coll.id, active)
             with self.store.session() as session:
@@ -463,24 +479,7 @@ class IndexBuilder:
         of failed or abandoned builds; returns the version numbers pruned."""
         coll = self.store.get_collection(collection)
         self._claim(coll.id, collection)
-        versions = sorted(self.store.list_versions(coll.id), key=lambda v: v.version, reverse=True)
-        kept_ready = 0
-        pruned_ids, pruned_numbers = [], []
-        for v in versions:
-            if v.is_active:
-                continue
-            if v.state == VersionState.READY and kept_ready < keep:
-                kept_ready += 1
-                continue
-            if v.state == VersionState.PRUNED:
-                continue
-            shutil.rmtree(v.path, ignore_errors=True)
-            pruned_ids.append(v.id)
-            pruned_numbers.append(v.version)
-        remove_leftovers(collection_folder(self.cfg.data_dir, collection))
-        if pruned_ids:
-            self.store.mark_pruned(pruned_ids)
-        return pruned_numbers
+        return prune_versions(self.store, self.cfg.data_dir, coll, keep)
 
 
 # --------------------------------------------------------------------------- build steps

@@ -144,6 +144,7 @@ def _dispatch(args: argparse.Namespace, store: MetadataStore) -> int:
             device=args.device,
             factory=args.index_factory,
             group_salt=group_salt_from_environment(),
+            centre=args.centre,
         ),
     )
     if args.jobs:

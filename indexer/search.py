@@ -8,6 +8,13 @@ built with — a mismatch is an error, never a silently meaningless result.
 Filters (``label``, ``split``, or any metadata key such as ``modality``) are resolved to
 the set of matching case ids in SQL and applied *inside* FAISS through an ID selector,
 so a filtered query still returns the top-K among the matching cases.
+
+A hit's ``score`` is the cosine of the query and the case in the space the version
+searches: centred on the version's stored mean when it was built so (the
+:class:`~indexer.vectors.index.VectorIndex` centres the query itself). Its
+``match_probability`` is the version's calibrated P(the case shares the query's
+diagnosis | score) (:mod:`indexer.calibration`): None when the version has no table (an
+unlabelled or tiny collection) and for an unlabelled case, which has no diagnosis to share.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.calibration import CalibrationError, MatchCalibration
 from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
 from indexer.vectors.index import VectorIndex
 
@@ -30,8 +38,9 @@ class SearchError(RuntimeError):
 class Hit:
     rank: int  # 1-based
     case_id: int
-    score: float  # inner product of unit vectors: cosine similarity in [-1, 1]
+    score: float  # inner product of unit (centred) vectors: cosine similarity in [-1, 1]
     case: CaseInfo
+    match_probability: float | None = None  # P(same diagnosis | score); module docstring
 
 
 @dataclass
@@ -39,6 +48,7 @@ class CollectionIndex:
     collection: CollectionInfo
     version: VersionInfo
     index: VectorIndex
+    calibration: MatchCalibration | None = None
 
     @classmethod
     def load(cls, store: MetadataStore, name: str) -> CollectionIndex:
@@ -49,7 +59,17 @@ class CollectionIndex:
         index = VectorIndex.load(
             Path(version.path), expected_checkpoint_sha256=version.checkpoint_sha256
         )
-        return cls(collection, version, index)
+        record = index.calibration
+        try:
+            calibration = None if record is None else MatchCalibration.from_record(record)
+        except CalibrationError as exc:
+            raise SearchError(f"index version in {version.path}: {exc}") from None
+        return cls(collection, version, index, calibration)
+
+    @property
+    def centre(self) -> np.ndarray | None:
+        """The mean the version's vectors and queries are centred on (None: not centred)."""
+        return self.index.centre
 
     @property
     def size(self) -> int:
@@ -90,6 +110,12 @@ class CollectionIndex:
                 case = cases.get(int(case_id))
                 if case_id < 0 or case is None:  # removed since this version was loaded
                     continue
-                hits.append(Hit(len(hits) + 1, int(case_id), float(score), case))
+                probability = self._probability(float(score), case)
+                hits.append(Hit(len(hits) + 1, int(case_id), float(score), case, probability))
             results.append(hits)
         return results
+
+    def _probability(self, score: float, case: CaseInfo) -> float | None:
+        if self.calibration is None or not case.labelled:
+            return None
+        return float(self.calibration.predict(score))

@@ -155,7 +155,9 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
             )
             cases.append({"rank": hit.rank, "case_id": hit.case.id, "unavailable": case})
             continue
-        explained = explain_similarity(network, query, case, meta.preprocessing, device)
+        explained = explain_similarity(
+            network, query, case, meta.preprocessing, device, centre=index.centre
+        )
         case_rgb = _rgb(case)
         rows.append(
             [

@@ -12,7 +12,9 @@ Maps from every scale are folded onto the finest grid (level 0: one cell per
 finest cells, and adds its relevance to each of them. Negative relevance (evidence
 against) is set to 0, and the map is divided by its maximum, so values lie in [0, 1]
 (all zeros when nothing speaks for the score). A similarity is explained on both
-sides: the query's map with the case's embedding fixed, and the other way round.
+sides: the query's map with the case's embedding fixed, and the other way round. When the
+index version centres its vectors (``centre``: the mean it stores), the scalar is the
+cosine the service ranks by: of the unit embeddings moved by ``-centre`` and renormalised.
 
 Limits: first-order (a region can matter through interactions the gradient does not
 show); the grid is as coarse as the patches (16 px of a 96 or 224 px canvas); the map
@@ -95,9 +97,11 @@ def explain_similarity(
     device: torch.device,
     *,
     class_index: int | None = None,
+    centre: np.ndarray | None = None,
 ) -> SimilarityExplanation:
-    """Maps of the query and the case (uint8 (3, H, W) canvases) for their cosine score,
-    and, with ``class_index``, the query's map for that class's logit.
+    """Maps of the query and the case (uint8 (3, H, W) canvases) for their cosine score
+    (centred on ``centre`` when given, as the index version searches), and, with
+    ``class_index``, the query's map for that class's logit.
 
     One forward of the pair as a batch of two, and one backward of
     ``e_q · sg(e_c) + e_c · sg(e_q)`` (``sg``: no gradient), which gives each side's
@@ -112,6 +116,9 @@ def explain_similarity(
             tokens = _tokens_of(network, pair, preprocessing, device)
             embedding = network.embed_head(network.features_from_tokens(tokens))  # (2, E)
             unit = nn.functional.normalize(embedding.float(), dim=-1)
+            if centre is not None:  # (E,): the index version's mean of unit embeddings
+                shift = torch.as_tensor(centre, dtype=torch.float32, device=unit.device)
+                unit = nn.functional.normalize(unit - shift, dim=-1)
             query, case = unit[0], unit[1]
             target = (query * case.detach()).sum() + (case * query.detach()).sum()
             grads = torch.autograd.grad(target, tokens, retain_graph=class_index is not None)

@@ -37,6 +37,8 @@
     dialogImage: $("dialog-image"),
     dialogLabels: $("dialog-labels"),
     dialogScore: $("dialog-score"),
+    dialogMatch: $("dialog-match"),
+    dialogMatchNote: $("dialog-match-note"),
     dialogViewer: $("dialog-viewer"),
     dialogMetadata: $("dialog-metadata"),
     queryStack: $("query-stack"),
@@ -79,6 +81,42 @@
     // a PACS case no label table names has no diagnosis: it is not a "no label" finding
     if (hit.labelled === false) return "unlabelled";
     return hit.labels.map(labelText).join(", ") || "no label";
+  }
+
+  // The match probability as people read it: "82 % same diagnosis" (null: not available).
+  function matchWords() {
+    return lastAnswer && lastAnswer.task === "multi_label" ? "matching findings" : "same diagnosis";
+  }
+
+  function matchText(hit) {
+    if (hit.match_probability === null || hit.match_probability === undefined) {
+      return `${matchWords()}: not available`;
+    }
+    return `${Math.round(hit.match_probability * 100)} % ${matchWords()}`;
+  }
+
+  function scoreKind() {
+    return lastAnswer && lastAnswer.index.centred ? "cosine of centred embeddings" : "cosine";
+  }
+
+  function matchNote(hit) {
+    const calibration = lastAnswer.index.match_calibration;
+    if (!calibration) {
+      return (
+        "Not available: this collection has no calibration (it is unlabelled, or has fewer " +
+        "than 50 labelled cases), so the similarity alone cannot say how often such cases match."
+      );
+    }
+    if (hit.match_probability === null || hit.match_probability === undefined) {
+      return "Not available: this case is unlabelled, so it has no diagnosis to share.";
+    }
+    return (
+      `Among pairs of archived cases with this similarity, ${Math.round(hit.match_probability * 100)} % ` +
+      `had ${calibration.rule}. Fitted on this collection's own ${calibration.labelled_cases} ` +
+      "labelled cases, each compared with its most similar cases of other patients " +
+      "(a patient's or lesion's own images left out). It describes the archive, not this " +
+      "patient: it is not a diagnosis, and images unlike the archive's may match less often."
+    );
   }
 
   function percent(fraction) {
@@ -296,17 +334,20 @@
     const labels = caseLabels(hit);
     button.setAttribute(
       "aria-label",
-      `Rank ${hit.rank}: ${labels}, similarity ${hit.score.toFixed(3)}. Open enlarged.`,
+      `Rank ${hit.rank}: ${labels}, ${matchText(hit)}, similarity ${hit.score.toFixed(3)}. ` +
+        "Open enlarged.",
     );
     const img = testid(make("img", "case-thumb"), "case-thumbnail");
     img.src = hit.thumbnail_url;
     img.alt = "";
     img.decoding = "async";
     const rank = testid(make("span", "case-rank", `#${hit.rank}`), "case-rank");
-    const score = make("span", "case-score", "similarity ");
+    const match = testid(make("span", "case-match", matchText(hit)), "case-match");
+    match.classList.toggle("unavailable", hit.match_probability == null);
+    const score = make("span", "case-score", "cosine ");
     score.append(testid(make("span", null, hit.score.toFixed(3)), "case-score"));
     const caption = make("span", "case-caption");
-    caption.append(testid(make("span", "case-labels", labels), "case-labels"), score);
+    caption.append(testid(make("span", "case-labels", labels), "case-labels"), match, score);
     button.append(img, rank, caption);
     button.addEventListener("click", () => openCase(hit));
     item.append(button);
@@ -347,7 +388,9 @@
       el.dialogViewer.removeAttribute("href");
       el.dialogViewer.hidden = true;
     }
-    el.dialogScore.textContent = `Similarity ${hit.score.toFixed(3)} (cosine, −1 to 1)`;
+    el.dialogMatch.textContent = matchText(hit);
+    el.dialogMatchNote.textContent = matchNote(hit);
+    el.dialogScore.textContent = `Similarity ${hit.score.toFixed(3)} (${scoreKind()}, −1 to 1)`;
     const facts = [["split", hit.split], ...Object.entries(hit.metadata || {})];
     el.dialogMetadata.replaceChildren(
       ...facts.flatMap(([key, value]) => [

@@ -2,8 +2,8 @@
 
 It composes the package's parts: :mod:`~indexer.vectors.building` to build,
 :mod:`~indexer.vectors.strategies` to search with a filter, :mod:`~indexer.vectors.gpu` for
-the GPU copy and :mod:`~indexer.vectors.persistence` for the files. The package docstring
-gives the decisions.
+the GPU copy, :mod:`~indexer.vectors.space` for the centre and
+:mod:`~indexer.vectors.persistence` for the files. The package docstring gives the decisions.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.factory import IndexSpec
 from indexer.vectors.ids import IdMapping, stored_ids
 from indexer.vectors.parameters import apply_search_params
-from indexer.vectors.persistence import read_index_file, save_index
+from indexer.vectors.persistence import read_index_file, read_scores, save_index
 from indexer.vectors.sidecar import (
     Provenance,
     provenance_from_sidecar,
@@ -43,8 +43,32 @@ from indexer.vectors.sidecar import (
     sidecar_record,
     spec_from_sidecar,
 )
+from indexer.vectors.space import centred, checked_centre
 
 logger = logging.getLogger(__name__)
+
+
+def stored_scores(folder: Path) -> tuple[FloatArray | None, dict[str, Any] | None]:
+    """The centre and the match-probability record of the version in ``folder`` (both
+    checked against its sidecar; None, None for a folder written before them), without
+    reading the FAISS index."""
+    sidecar = read_sidecar(Path(folder))
+    scores = read_scores(Path(folder), sidecar)
+    return _centre_of(scores, int(sidecar["dim"]), folder), _calibration_of(scores, folder)
+
+
+def _centre_of(scores: Mapping[str, Any], dim: int, folder: Path) -> FloatArray | None:
+    try:
+        return checked_centre(scores.get("centre"), dim)
+    except (VectorIndexError, TypeError, ValueError) as err:
+        raise VectorIndexError(f"the centre stored in {folder} is not usable: {err}") from None
+
+
+def _calibration_of(scores: Mapping[str, Any], folder: Path) -> dict[str, Any] | None:
+    record = scores.get("match_calibration")
+    if record is not None and not isinstance(record, dict):
+        raise VectorIndexError(f"the match calibration stored in {folder} is not an object")
+    return record
 
 
 def set_search_threads(threads: int) -> None:
@@ -60,11 +84,20 @@ class VectorIndex:
     """
 
     def __init__(
-        self, index: Any, spec: IndexSpec, provenance: Provenance, *, use_gpu: bool
+        self,
+        index: Any,
+        spec: IndexSpec,
+        provenance: Provenance,
+        *,
+        use_gpu: bool,
+        centre: FloatArray | None = None,
+        calibration: Mapping[str, Any] | None = None,
     ) -> None:
         self._index = index  # the CPU index: source of truth, what save() writes
         self._spec = spec
         self._provenance = provenance
+        self._centre = checked_centre(centre, spec.dim)
+        self._calibration = None if calibration is None else dict(calibration)
         self._kind = anatomy.kind(index)
         self._use_gpu = use_gpu
         self._ids = IdMapping(index)
@@ -85,12 +118,18 @@ class VectorIndex:
         train_sample: int = 100_000,
         seed: int = 0,
         use_gpu: bool | None = None,
+        centre: npt.ArrayLike | None = None,
+        calibration: Mapping[str, Any] | None = None,
     ) -> VectorIndex:
         """Build an index of ``vectors`` (n, dim) with ``ids`` (n,) as described by ``spec``.
 
-        Validates and normalises the vectors, trains on a seeded sample when the factory
-        needs training (falling back to ``Flat`` when there are too few vectors), adds in
-        batches with the ids, and applies ``spec.search_params`` over
+        With ``centre`` (:func:`~indexer.vectors.space.centre_of`), the vectors are stored
+        centred on it and renormalised, and every query and added vector goes through the
+        same map; ``calibration`` is a JSON record kept with the index (the
+        match-probability table of :mod:`indexer.calibration`). Both are saved in
+        ``scores.json``. Validates and normalises the vectors, trains on a seeded sample when
+        the factory needs training (falling back to ``Flat`` when there are too few vectors),
+        adds in batches with the ids, and applies ``spec.search_params`` over
         :func:`~indexer.vectors.parameters.default_search_params` (so
         ``IndexSpec("HNSW32,Flat", d)`` searches with efSearch 128, not FAISS's 16).
         """
@@ -99,7 +138,8 @@ class VectorIndex:
         start = time.perf_counter()
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         on_gpu = gpu.resolve_use_gpu(use_gpu)
-        vecs = as_unit_vectors(vectors, spec.dim, "vectors")
+        stored_centre = checked_centre(centre, spec.dim)
+        vecs = centred(as_unit_vectors(vectors, spec.dim, "vectors"), stored_centre)
         id_arr = as_ids(ids)
         if len(id_arr) != len(vecs):
             raise VectorIndexError(f"{len(vecs)} vectors but {len(id_arr)} ids")
@@ -128,7 +168,14 @@ class VectorIndex:
             index.ntotal,
             provenance.build_seconds,
         )
-        return cls(index, effective, provenance, use_gpu=on_gpu)
+        return cls(
+            index,
+            effective,
+            provenance,
+            use_gpu=on_gpu,
+            centre=stored_centre,
+            calibration=calibration,
+        )
 
     @classmethod
     def load(
@@ -154,10 +201,18 @@ class VectorIndex:
                 "with this checkpoint or load the matching one"
             )
         index = read_index_file(folder, sidecar)
+        scores = read_scores(folder, sidecar)
         spec = spec_from_sidecar(sidecar)
         apply_search_params(index, spec.search_params, spec.factory)
         provenance = provenance_from_sidecar(sidecar)
-        return cls(index, spec, provenance, use_gpu=gpu.resolve_use_gpu(use_gpu))
+        return cls(
+            index,
+            spec,
+            provenance,
+            use_gpu=gpu.resolve_use_gpu(use_gpu),
+            centre=_centre_of(scores, spec.dim, folder),
+            calibration=_calibration_of(scores, folder),
+        )
 
     # ---------------------------------------------------------------- properties
 
@@ -178,6 +233,16 @@ class VectorIndex:
     @property
     def checkpoint_sha256(self) -> str:
         return self._provenance.checkpoint_sha256
+
+    @property
+    def centre(self) -> FloatArray | None:
+        """The mean the stored vectors and every query are centred on (None: not centred)."""
+        return None if self._centre is None else self._centre.copy()
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The match-probability record kept with the index (:mod:`indexer.calibration`)."""
+        return None if self._calibration is None else dict(self._calibration)
 
     @property
     def on_gpu(self) -> bool:
@@ -202,7 +267,7 @@ class VectorIndex:
 
         Returns ``(scores, ids)``, both ``(Q, k)``, best first; missing hits are id ``-1`` with
         score ``-inf``. A 1-D query is treated as one row. Queries are normalised like the
-        vectors (silently).
+        vectors (silently) and centred on the index's centre, if it has one.
 
         ``allowed_ids`` restricts the hits to those ids (unknown ids are ignored), inside
         FAISS where the index allows it; :mod:`~indexer.vectors.strategies` describes the
@@ -212,6 +277,7 @@ class VectorIndex:
             raise VectorIndexError(f"k must be at least 1, got {k}")
         raw = np.asarray(queries)
         q = as_unit_vectors(raw[None, :] if raw.ndim == 1 else raw, self.dim, "queries")
+        q = centred(q, self._centre)
         if self.ntotal == 0 or len(q) == 0:
             return empty_result(len(q), k)
         if allowed_ids is None:
@@ -251,8 +317,9 @@ class VectorIndex:
         self._refresh_gpu()
 
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
-        """Add ``vectors`` with new ``ids`` (ids already in the index are refused)."""
-        vecs = as_unit_vectors(vectors, self.dim, "vectors")
+        """Add ``vectors`` with new ``ids`` (ids already in the index are refused); they are
+        centred like the stored ones."""
+        vecs = centred(as_unit_vectors(vectors, self.dim, "vectors"), self._centre)
         id_arr = as_ids(ids)
         if len(id_arr) != len(vecs):
             raise VectorIndexError(f"{len(vecs)} vectors but {len(id_arr)} ids")
@@ -309,5 +376,9 @@ class VectorIndex:
         a crash between the two moves leaves a pair that :meth:`load` refuses rather than a
         silently wrong one.
         """
-        save_index(Path(folder), self._index, self.sidecar)
+        scores = {
+            "centre": None if self._centre is None else self._centre.tolist(),
+            "match_calibration": self._calibration,
+        }
+        save_index(Path(folder), self._index, self.sidecar, scores)
         logger.info("saved %s index of %d vectors to %s", self._spec.factory, self.ntotal, folder)

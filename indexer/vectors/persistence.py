@@ -1,17 +1,21 @@
-"""Files of an index version: ``index.faiss`` + ``index.json``, and ``vectors.npy`` + ``ids.npy``.
+"""Files of an index version: ``index.faiss`` + ``scores.json`` + ``index.json``, and
+``vectors.npy`` + ``ids.npy``.
 
 Every file is written through :func:`files.atomic.atomic_paths` (temporary name in the same
 folder, fsync, rename, folder fsync, clean-up on failure). The index file is moved into
 place before the sidecar that names its size and SHA-256, so a crash between the two moves
-leaves a pair that :func:`read_index_file` refuses rather than a silently wrong one. The raw
-vectors are kept next to an index so that a new version (another factory, or without
-removed ids on an HNSW index) can be built without embedding the images again.
+leaves a pair that :func:`read_index_file` refuses rather than a silently wrong one;
+``scores.json`` (the centre and the match-probability table) is checked the same way by
+:func:`read_scores`. The raw vectors (the model's unit embeddings, *not* centred) are kept
+next to an index so that a new version (another factory, without removed ids on an HNSW
+index, or with a new centre) can be built without embedding the images again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.sidecar import SIDECAR_FILE, sidecar_json
 
 INDEX_FILE = "index.faiss"
+SCORES_FILE = "scores.json"
 VECTORS_FILE = "vectors.npy"
 IDS_FILE = "ids.npy"
 
@@ -37,20 +42,51 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def save_index(folder: Path, index: Any, sidecar: Mapping[str, Any]) -> None:
-    """Write CPU ``index`` to ``folder/index.faiss`` and ``sidecar`` (+ the file's size, hash
-    and the time of saving) to ``folder/index.json``, atomically, index first."""
+def save_index(
+    folder: Path, index: Any, sidecar: Mapping[str, Any], scores: Mapping[str, Any]
+) -> None:
+    """Write CPU ``index`` to ``folder/index.faiss``, ``scores`` to ``folder/scores.json`` and
+    ``sidecar`` (+ both files' sizes and hashes and the time of saving) to
+    ``folder/index.json``, atomically, the sidecar last."""
     folder = Path(folder)
-    with atomic_paths(folder / INDEX_FILE, folder / SIDECAR_FILE) as (index_tmp, sidecar_tmp):
+    targets = (folder / INDEX_FILE, folder / SCORES_FILE, folder / SIDECAR_FILE)
+    with atomic_paths(*targets) as (index_tmp, scores_tmp, sidecar_tmp):
         faiss.write_index(index, str(index_tmp))
+        scores_tmp.write_text(sidecar_json(scores), encoding="utf-8")
         record = {
             **sidecar,
             "index_file": INDEX_FILE,
             "index_bytes": index_tmp.stat().st_size,
             "index_sha256": file_sha256(index_tmp),
+            "scores_file": SCORES_FILE,
+            "scores_bytes": scores_tmp.stat().st_size,
+            "scores_sha256": file_sha256(scores_tmp),
             "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         sidecar_tmp.write_text(sidecar_json(record), encoding="utf-8")
+
+
+def read_scores(folder: Path, sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    """``scores.json`` checked against the sidecar's size and SHA-256 (``{}`` for a
+    format-1 folder, which has none: no centre, no match-probability table)."""
+    if "scores_sha256" not in sidecar:
+        return {}
+    path = Path(folder) / SCORES_FILE
+    if not path.is_file():
+        raise VectorIndexError(f"{path} is missing (the sidecar {SIDECAR_FILE} names it)")
+    size = path.stat().st_size
+    if size != sidecar["scores_bytes"] or file_sha256(path) != sidecar["scores_sha256"]:
+        raise VectorIndexError(
+            f"{path} is corrupt or does not belong to its sidecar: its size ({size} bytes) or "
+            f"SHA-256 differs from the recorded ({sidecar['scores_bytes']} bytes)"
+        )
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VectorIndexError(f"{path} is not readable JSON: {err}") from err
+    if not isinstance(scores, dict):
+        raise VectorIndexError(f"{path} is not a JSON object")
+    return scores
 
 
 def read_index_file(folder: Path, sidecar: Mapping[str, Any]) -> Any:

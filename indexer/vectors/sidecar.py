@@ -4,7 +4,10 @@ The sidecar records the checkpoint that made the vectors, the dimension and metr
 factory and search parameters asked for and built, the vector count, provenance (creation
 time, build time, training sample, seed, FAISS version) and, added on save, the size and
 SHA-256 of ``index.faiss`` so a truncated, corrupt or mismatched pair is refused on load.
-Its JSON layout is part of the on-disk format (:data:`FORMAT_VERSION`).
+Its JSON layout is part of the on-disk format (:data:`FORMAT_VERSION`). Format 2 adds
+``scores.json`` (the centre the vectors were moved by and the match-probability table,
+:mod:`indexer.vectors.space`, :mod:`indexer.calibration`) with its size and SHA-256;
+a format-1 folder still loads, with no centre and no table.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import faiss
 from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.factory import IndexSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: before scores.json (no centre, no match-probability table)
 SIDECAR_FILE = "index.json"
 METRIC_NAME = "inner_product"
 
@@ -34,6 +38,7 @@ REQUIRED_SIDECAR_KEYS = (
     "index_bytes",
     "index_sha256",
 )
+SCORES_SIDECAR_KEYS = ("scores_file", "scores_bytes", "scores_sha256")  # format 2
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,15 @@ def read_sidecar(folder: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
     if missing:
         raise VectorIndexError(f"{path} lacks {', '.join(missing)}")
-    if sidecar["format_version"] != FORMAT_VERSION:
+    if sidecar["format_version"] not in READABLE_FORMATS:
         raise VectorIndexError(
             f"{path} has format version {sidecar['format_version']}, this code reads "
-            f"{FORMAT_VERSION}; rebuild the index"
+            f"{' and '.join(map(str, READABLE_FORMATS))}; rebuild the index"
         )
+    scored = sidecar["format_version"] >= 2
+    missing = [key for key in SCORES_SIDECAR_KEYS if scored and key not in sidecar]
+    if missing:
+        raise VectorIndexError(f"{path} lacks {', '.join(missing)}")
     if sidecar.get("metric", METRIC_NAME) != METRIC_NAME:
         raise VectorIndexError(f"{path}: metric {sidecar['metric']!r}, expected {METRIC_NAME}")
     return sidecar

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from indexer.calibration import MatchCalibration
+from indexer.store import MetadataStore
+from indexer.vectors.index import stored_scores
+from indexer.vectors.persistence import load_vectors
 from support.dicom import dicom_bytes
 from support.images import encode
 from support.real_data import HAM_CODES, HAM_NAMES
@@ -27,7 +32,13 @@ def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None
     assert body["task"] == "single_label"
     assert body["model"]["checkpoint_sha256"]
     assert body["model"]["name"].startswith("vit-tiny")
-    assert body["index"] == {"collection": "derm", "version": 1, "size": 280, "factory": "Flat"}
+    index = body["index"]
+    calibration = index.pop("match_calibration")
+    assert index == {
+        "collection": "derm", "version": 1, "size": 280, "factory": "Flat", "centred": True
+    }  # fmt: skip
+    assert calibration["labelled_cases"] == 280
+    assert calibration["rule"] == "the same label"
     predictions = body["predictions"]
     assert {p["code"] for p in predictions} == set(HAM_CODES)
     assert all(p["name"] == HAM_NAMES[p["code"]] for p in predictions)
@@ -50,6 +61,52 @@ def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None
     assert timings["total_ms"] >= timings["decode_ms"] + timings["embed_ms"]
     assert body["query"] == {"format": "JPEG", "width": 224, "height": 224, "preview": None}
     assert body["request_id"]
+
+
+def active_folder(service_env: ServiceEnv) -> Path:
+    store = MetadataStore.open(service_env.database_url)
+    try:
+        return Path(store.active_version(store.get_collection("derm").id).path)
+    finally:
+        store.close()
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_scores_are_centred_cosines_with_a_calibrated_match_probability(
+    client: TestClient, ham_image: bytes, service_env: ServiceEnv
+) -> None:
+    """A case's score is the cosine computed by hand from the version's stored mean, and
+    its match_probability the stored table read at that score."""
+    cases = query(client, ham_image, top_k=20)["cases"]
+    folder = active_folder(service_env)
+    vectors, ids = load_vectors(folder)
+    centre, record = stored_scores(folder)
+    assert centre is not None
+    assert record is not None
+    row = {int(case_id): i for i, case_id in enumerate(ids)}
+    query_vector = vectors[row[cases[0]["case_id"]]]  # rank 1 is the query image itself
+    for case in cases:
+        by_hand = unit(vectors[row[case["case_id"]]] - centre) @ unit(query_vector - centre)
+        assert case["score"] == pytest.approx(float(by_hand), abs=1e-3)
+    table = MatchCalibration.from_record(record)
+    probabilities = [case["match_probability"] for case in cases]
+    assert probabilities == pytest.approx(list(table.predict([c["score"] for c in cases])))
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+    assert probabilities == sorted(probabilities, reverse=True)
+    raw = np.sort(vectors @ query_vector)[::-1]
+    assert cases[1]["score"] - cases[19]["score"] > raw[1] - raw[19]  # they spread out
+
+
+def test_openapi_documents_the_match_probability(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    field = schemas["HitOut"]["properties"]["match_probability"]
+    assert "leave-one-group-out" in field["description"]
+    assert "not a diagnosis" in field["description"]
+    assert "centred" in schemas["HitOut"]["properties"]["score"]["description"]
+    assert "match_calibration" in schemas["QueryIndexOut"]["properties"]
 
 
 def test_same_image_as_png_gives_the_same_answer(client: TestClient, ham_image: bytes) -> None:

@@ -403,3 +403,60 @@ def test_a_pacs_case_links_to_the_viewer_and_reads_unlabelled(
     expect(link).to_be_hidden()
     viewer.testid("dialog-close").click()
     assert viewer.errors == []
+
+
+def test_each_case_shows_the_match_probability_the_api_gives(
+    viewer: ViewerPage, ham_image: bytes
+) -> None:
+    page = viewer.page
+    with page.expect_response("**/query?*") as answered:
+        viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    answer = answered.value.json()
+    viewer.wait_for_results()
+    probabilities = [case["match_probability"] for case in answer["cases"]]
+    assert all(p is not None for p in probabilities)  # the collection is labelled
+    shown = viewer.testid("case-match").all_inner_texts()
+    assert shown == [f"{round(p * 100)} % same diagnosis" for p in probabilities]
+    cosines = [float(t) for t in viewer.testid("case-score").all_inner_texts()]
+    assert cosines == pytest.approx([c["score"] for c in answer["cases"]], abs=5e-4)
+
+    second = answer["cases"][1]
+    viewer.testid("case").nth(1).click()
+    expect(viewer.testid("dialog-match")).to_have_text(
+        f"{round(second['match_probability'] * 100)} % same diagnosis"
+    )
+    note = viewer.testid("dialog-match-note")
+    expect(note).to_contain_text(f"{round(second['match_probability'] * 100)} % had the same label")
+    labelled = answer["index"]["match_calibration"]["labelled_cases"]
+    expect(note).to_contain_text(f"own {labelled} labelled cases")
+    expect(note).to_contain_text("it is not a diagnosis")
+    expect(viewer.testid("dialog-score")).to_contain_text(
+        f"Similarity {second['score']:.3f} (cosine of centred embeddings"
+    )
+    viewer.testid("dialog-close").click()
+    assert viewer.errors == []
+
+
+def uncalibrated(route: Route) -> None:
+    """The real answer as a collection without a calibration gives it."""
+    answer = route.fetch().json()
+    answer["index"]["match_calibration"] = None
+    for case in answer["cases"]:
+        case["match_probability"] = None
+    route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+
+def test_a_missing_match_probability_shows_as_not_available(
+    viewer: ViewerPage, ham_image: bytes
+) -> None:
+    viewer.page.route("**/query?*", uncalibrated)
+    viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    viewer.wait_for_results()
+    shown = viewer.testid("case-match").all_inner_texts()
+    assert shown == ["same diagnosis: not available"] * 10
+    viewer.testid("case").first.click()
+    expect(viewer.testid("dialog-match")).to_have_text("same diagnosis: not available")
+    expect(viewer.testid("dialog-match-note")).to_contain_text("no calibration")
+    expect(viewer.testid("dialog-score")).to_contain_text("Similarity")
+    viewer.testid("dialog-close").click()
+    assert viewer.errors == []

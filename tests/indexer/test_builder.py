@@ -218,6 +218,7 @@ def test_a_version_folder_holds_the_index_and_its_vectors(env) -> None:
         "ids.npy",
         "index.faiss",
         "index.json",
+        "scores.json",
         "vectors.npy",
     ]  # no temporary file left, and no staging folder beside it
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]

@@ -45,11 +45,12 @@ from app.schemas import (
     ErrorOut,
     ExplanationOut,
     HitOut,
-    IndexOut,
+    MatchCalibrationOut,
     ModelOut,
     OodOut,
     PredictionOut,
     QueryImageOut,
+    QueryIndexOut,
     QueryOut,
     QueryReferenceIn,
     ReferenceIn,
@@ -221,6 +222,28 @@ def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
     ]
 
 
+def index_out(runtime: CollectionRuntime) -> QueryIndexOut:
+    """The active version, and what its scores mean."""
+    calibration = runtime.index.calibration
+    return QueryIndexOut(
+        collection=runtime.name,
+        version=runtime.version,
+        size=runtime.size,
+        factory=runtime.index.version.factory,
+        centred=runtime.index.centre is not None,
+        match_calibration=None
+        if calibration is None
+        else MatchCalibrationOut(
+            rule=calibration.rule,
+            labelled_cases=calibration.labelled_cases,
+            queries=calibration.queries,
+            pairs=calibration.pairs,
+            neighbours=calibration.neighbours,
+            base_rate=calibration.base_rate,
+        ),
+    )
+
+
 def predictions_out(runtime: CollectionRuntime, probabilities: np.ndarray) -> list[PredictionOut]:
     labels = runtime.runner.meta.labels
     order = np.argsort(-probabilities, kind="stable")
@@ -355,18 +378,14 @@ async def query(
             checkpoint_sha256=runtime.runner.sha256,
             image_size=runtime.runner.image_size,
         ),
-        index=IndexOut(
-            collection=runtime.name,
-            version=runtime.version,
-            size=runtime.size,
-            factory=runtime.index.version.factory,
-        ),
+        index=index_out(runtime),
         task=runtime.info.task,  # type: ignore[arg-type]
         predictions=predictions_out(runtime, prediction.probabilities),
         cases=[
             HitOut(
                 rank=h.rank,
                 score=h.score,
+                match_probability=h.match_probability,
                 explanation=explanations.get(h.case.id),
                 **case_fields(runtime, h.case, root, services.settings.viewer_url_template),
             )

@@ -21,7 +21,8 @@ from support.vectors import CHECKPOINT, DIM, build, case_ids, clustered_unit_vec
 def test_save_load_round_trip_and_sidecar(tmp_path: Path, queries: np.ndarray) -> None:
     index, _, ids = build("HNSW32,Flat", n=1500, params={"efSearch": 40})
     index.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.faiss", "index.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["index.faiss", "index.json", "scores.json"]
     sidecar = json.loads((tmp_path / "index.json").read_text())
     assert sidecar["checkpoint_sha256"] == CHECKPOINT
     assert sidecar["dim"] == DIM
@@ -31,7 +32,7 @@ def test_save_load_round_trip_and_sidecar(tmp_path: Path, queries: np.ndarray) -
     assert sidecar["fallback_reason"] is None
     assert sidecar["faiss_version"] == faiss.__version__
     assert sidecar["build_seconds"] >= 0
-    assert sidecar["format_version"] == 1
+    assert sidecar["format_version"] == 2
     created = dt.datetime.fromisoformat(sidecar["created_at"])
     assert created.utcoffset() == dt.timedelta(0)
     digest = hashlib.sha256((tmp_path / "index.faiss").read_bytes()).hexdigest()
@@ -52,7 +53,7 @@ def test_save_load_round_trip_and_sidecar(tmp_path: Path, queries: np.ndarray) -
 
 
 def test_sidecar_layout_is_the_on_disk_format(tmp_path: Path) -> None:
-    """index.json: indented by 2, keys sorted, a final newline, the keys of format version 1."""
+    """index.json: indented by 2, keys sorted, a final newline, the keys of format version 2."""
     index, _, _ = build("Flat", n=50)
     index.save(tmp_path)
     text = (tmp_path / "index.json").read_text(encoding="utf-8")
@@ -61,9 +62,12 @@ def test_sidecar_layout_is_the_on_disk_format(tmp_path: Path) -> None:
     assert set(sidecar) == {
         "build_seconds", "checkpoint_sha256", "created_at", "dim", "factory",
         "factory_requested", "faiss_version", "fallback_reason", "format_version",
-        "index_bytes", "index_file", "index_sha256", "metric", "saved_at", "search_params",
-        "search_params_requested", "seed", "train_vectors", "vector_count",
+        "index_bytes", "index_file", "index_sha256", "metric", "saved_at", "scores_bytes",
+        "scores_file", "scores_sha256", "search_params", "search_params_requested", "seed",
+        "train_vectors", "vector_count",
     }  # fmt: skip
+    assert sidecar["scores_file"] == "scores.json"
+    assert sidecar["scores_bytes"] == (tmp_path / "scores.json").stat().st_size
     assert sidecar["index_file"] == "index.faiss"
     assert sidecar["metric"] == "inner_product"
     assert sidecar["index_bytes"] == (tmp_path / "index.faiss").stat().st_size

@@ -1,0 +1,174 @@
+"""What a served score says: raw cosine, centred cosine and the calibrated match probability.
+
+    python bench/score_figures.py --checkpoint runs/teacher/best.safetensors
+                                  [--data ../shared/data/ham10000] [--cache DIR]
+
+Embeds the train split (the gallery: what an index of the archive holds), the validation
+split and the test split with :func:`indexer.embedding.embed_samples` (the indexer's one
+inference path; cached in ``--cache`` per checkpoint and split), then prints, for the
+raw cosine, the cosine after centring on the gallery mean (what ``medret index`` stores
+by default) and the match probability fitted exactly as the indexer fits it
+(:func:`indexer.calibration.fit_match_calibration`, leave-one-group-out) on a version
+holding the train and validation splits: its queries are then the held-out validation
+cases, so the probability's validation figures are in-sample and its test figures are
+not:
+
+* AUC of all query–gallery pairs' scores, same versus different diagnosis;
+* the median over queries of the rank-1 minus rank-10 score;
+* macro mAP and macro P@10 of the ranking (the probability ranks as its score does: the
+  service sorts by score);
+* for the probability, the mean probability of the top-10 pairs against their share of
+  same-diagnosis cases, and the Brier score of the probability against that of the share.
+
+The choice (centre or not) is made on validation; the test split is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from archives.records import Sample
+from archives.registry import read_archive
+from indexer.calibration import fit_match_calibration, label_targets
+from indexer.embedding import embed_samples
+from indexer.vectors.space import centre_of, centred
+from labels import Task
+from metrics.retrieval import rank_gallery, relevance_matrix, retrieval_scores
+from model.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test")
+
+
+def checkpoint_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def embedded(
+    checkpoint: Path, data: Path, cache: Path
+) -> dict[str, tuple[np.ndarray, list[Sample]]]:
+    """Split → (unit embeddings, their samples), from the cache or embedded now."""
+    archive = read_archive(data)
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = f"scores-{checkpoint_digest(checkpoint)[:16]}-{data.name}"
+    loaded = None
+    out: dict[str, tuple[np.ndarray, list[Sample]]] = {}
+    for split in SPLITS:
+        samples = archive.split(split)
+        path = cache / f"{stem}-{split}.npz"
+        if path.is_file():
+            with np.load(path) as stored:
+                vectors, keys = stored["vectors"], list(stored["keys"])
+        else:
+            if loaded is None:
+                loaded = load_checkpoint(checkpoint, torch.device("cpu"))
+            result = embed_samples(
+                loaded.model,
+                loaded.meta.preprocessing,
+                samples,
+                device=torch.device("cpu"),
+                workers=2,
+                bf16=False,
+            )
+            vectors = result.vectors
+            keys = [samples[i].key for i in result.indices]
+            np.savez(path, vectors=vectors, keys=np.asarray(keys))
+        by_key = {s.key: s for s in samples}
+        out[split] = (np.asarray(vectors, np.float32), [by_key[str(k)] for k in keys])
+    return out
+
+
+def figures(
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    ranking: np.ndarray,
+    targets: np.ndarray,
+    gallery: np.ndarray,
+    task: Task,
+    codes: list[str],
+) -> dict[str, float]:
+    ranked = np.take_along_axis(scores, ranking, axis=1)
+    retrieval = retrieval_scores(targets, gallery, ranking, task=task, codes=codes, ks=(10,))
+    return {
+        "AUC": float(roc_auc_score(relevant.ravel(), scores.ravel())),
+        "gap": float(np.median(ranked[:, 0] - ranked[:, 9])),
+        "mAP": retrieval.macro["mAP"],
+        "P@10": retrieval.macro["P@10"],
+    }
+
+
+HEADER = (
+    f"{'split':5s} {'score':28s} {'AUC':>6s} {'gap 1-10':>9s} {'mAP':>6s} {'P@10':>6s}"
+    "  top-10: mean p / same  Brier (of the share)"
+)
+
+
+def row(split: str, name: str, found: dict[str, float], extra: str = "") -> str:
+    return (
+        f"{split:5s} {name:28s} {found['AUC']:6.3f} {found['gap']:9.4f} {found['mAP']:6.3f} "
+        f"{found['P@10']:6.3f}{extra}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ham10000")
+    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "score-figures")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    task = Task(load_checkpoint(args.checkpoint, torch.device("cpu")).meta.model.task)
+    splits = embedded(args.checkpoint, args.data, args.cache)
+    gallery_vectors, gallery_samples = splits["train"]
+    gallery_labels = [s.labels for s in gallery_samples]
+    centre = centre_of(gallery_vectors)
+    assert centre is not None
+    norm = float(np.linalg.norm(centre))
+    print(f"gallery: {len(gallery_samples)} train images; the norm of their mean is {norm:.3f}")
+    print(HEADER)
+    for name, space_centre in {"raw cosine": None, "centred cosine": centre}.items():
+        gallery = centred(gallery_vectors, space_centre)
+        version = [*gallery_samples, *splits["val"][1]]  # an index of train + val
+        table = fit_match_calibration(
+            np.concatenate([gallery, centred(splits["val"][0], space_centre)]),
+            [s.labels for s in version],
+            [s.group for s in version],
+            task,
+            held_out=[s.split != "train" for s in version],
+        )  # as the indexer fits it
+        assert table is not None
+        for split in ("val", "test"):
+            query_vectors, query_samples = splits[split]
+            both = label_targets([s.labels for s in query_samples] + gallery_labels, task)
+            targets, gallery_targets = both[: len(query_samples)], both[len(query_samples) :]
+            width = int(both.max()) + 1 if task is Task.SINGLE_LABEL else both.shape[1]
+            codes = [str(c) for c in range(width)]
+            queries = centred(query_vectors, space_centre)
+            scores = queries @ gallery.T
+            ranking = rank_gallery(queries, gallery)
+            relevant = relevance_matrix(targets, gallery_targets, task)
+            common = (relevant, ranking, targets, gallery_targets, task, codes)
+            print(row(split, name, figures(scores, *common)))
+            probability = table.predict(scores)
+            top = np.take_along_axis(probability, ranking[:, :10], axis=1)
+            same = np.take_along_axis(relevant, ranking[:, :10], axis=1)
+            brier = float(np.mean((top - same) ** 2))
+            base = float(np.mean((same.mean() - same) ** 2))
+            found = figures(probability, *common)
+            extra = f"  {top.mean():.3f} / {same.mean():.3f}  {brier:.4f} ({base:.4f})"
+            print(row(split, "P(match) on " + name, found, extra))
+        print(
+            f"      table on {name}: {len(table.scores)} breakpoints, {table.pairs} pairs of "
+            f"{table.queries} queries ({table.queries_from}), base rate {table.base_rate:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
