@@ -131,10 +131,13 @@ class HitOut(CaseOut):
         None,
         ge=0.0,
         le=1.0,
-        description="P(the case shares the query's diagnosis | score): the share of case pairs "
-        "at this score with the same diagnosis (one-label task: the same label; multi-label: "
-        "a finding in common, or both without any), fitted on this index version's own "
-        "labelled cases, leave-one-group-out (a case's own patient/lesion left out). It "
+        description="P(the case shares the query's diagnosis | raw cosine): the share of case "
+        "pairs at this raw cosine with the same diagnosis (one-label task: the same label; "
+        "multi-label: a finding in common, or both without any), fitted on this index "
+        "version's own labelled cases, leave-one-group-out (a case's own patient/lesion left "
+        "out). The raw cosine is that of the model's own embeddings, before centring: the "
+        "cases are ranked by score, but the probability reads the raw cosine, which tells "
+        "diagnoses apart better, so a lower-ranked case can have the higher probability. It "
         "describes the archive, not this patient: not a diagnosis. Null when the version "
         "has no calibration (unlabelled or fewer than 50 labelled cases) or the case is "
         "unlabelled",

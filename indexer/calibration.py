@@ -1,4 +1,4 @@
-"""The match probability: P(a case shares the query's diagnosis | its score).
+"""The match probability: P(a case shares the query's diagnosis | the pair's raw cosine).
 
 Fitted at every index build on the version's own labelled cases
 (:func:`fit_match_calibration`), stored with the version (``scores.json``, hash-checked
@@ -21,13 +21,24 @@ How it is fitted
   same patient or lesion, :mod:`indexer.group_keys`) are left out of its neighbours, so
   a near-duplicate photograph of the same lesion does not teach the table that 0.99
   means "same diagnosis".
-* Each query's top :data:`CALIBRATION_NEIGHBOURS` remaining neighbours (where the
-  service's answers lie) give (score, same?) pairs. *Same*: one-label task, the same
-  label; multi-label task, at least one finding in common, or both without any finding
-  (:func:`metrics.retrieval.relevance_matrix`, the training losses' positive pairs).
-* Isotonic regression (scikit-learn, increasing, clipped to [0, 1]) of same? on the
-  score; its breakpoints are the stored table, read back by linear interpolation
-  (exactly ``IsotonicRegression.predict`` with ``out_of_bounds="clip"``).
+* Each query's top :data:`CALIBRATION_NEIGHBOURS` remaining neighbours in the space the
+  version searches (where the service's answers lie) give (x, same?) pairs. *x* is the
+  **raw cosine** of the pair, that of the model's own unit embeddings before centring
+  (``reads``: :data:`RAW_COSINE`): the neighbours are those the service shows, ranked by
+  the centred cosine, but their probability reads the raw one. On HAM10000 a table
+  fitted on centred cosines was no better than the constant share (test top-10 pairs:
+  Brier 0.162 against 0.156; all-pairs AUC 0.683), one fitted on raw cosines was
+  informative (0.124 against 0.144; AUC 0.894): the component along the mean that
+  centring removes is the one that tells diagnoses apart over the whole gallery
+  (docs/benchmarks.md, "Scores"). So a probability need not fall with the rank: a case
+  ranked lower by the centred cosine can have the higher raw one. A table written before
+  ``reads`` existed read the search score (:data:`SEARCH_SCORE`), and is read so still.
+  *Same*: one-label task, the same label; multi-label task, at least one finding in
+  common, or both without any finding (:func:`metrics.retrieval.relevance_matrix`, the
+  training losses' positive pairs).
+* Isotonic regression (scikit-learn, increasing, clipped to [0, 1]) of same? on x; its
+  breakpoints are the stored table, read back by linear interpolation (exactly
+  ``IsotonicRegression.predict`` with ``out_of_bounds="clip"``).
 
 Fewer than :data:`MIN_LABELLED_CASES` labelled cases (or no pair left after the
 exclusions): no table, and the service answers null.
@@ -52,6 +63,9 @@ CALIBRATION_NEIGHBOURS = 100  # the service returns at most 100 cases
 CALIBRATION_SEED = 0
 QUERY_CHUNK = 256
 QUERIES_FROM = {True: "held-out cases", False: "all labelled cases"}
+RAW_COSINE = "raw cosine"  # the model's own unit embeddings, before centring
+SEARCH_SCORE = "search score"  # the cosine the version ranks by (centred when it is)
+READS = (RAW_COSINE, SEARCH_SCORE)
 RULES = {
     Task.SINGLE_LABEL: "the same label",
     Task.MULTI_LABEL: "at least one finding in common, or both without a finding",
@@ -64,9 +78,10 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class MatchCalibration:
-    """A monotone table score → P(same diagnosis), with how it was fitted."""
+    """A monotone table cosine → P(same diagnosis), with how it was fitted and which
+    cosine it reads (``reads``, module docstring)."""
 
-    scores: tuple[float, ...]  # non-decreasing breakpoints (cosines)
+    scores: tuple[float, ...]  # non-decreasing breakpoints (cosines of the kind ``reads``)
     probabilities: tuple[float, ...]  # non-decreasing, in [0, 1]
     rule: str  # what "same diagnosis" meant
     labelled_cases: int  # the cases the pairs were drawn from
@@ -76,9 +91,11 @@ class MatchCalibration:
     neighbours: int
     seed: int
     queries_from: str = "held-out cases"  # or "all labelled cases" (module docstring)
+    reads: str = SEARCH_SCORE  # RAW_COSINE or SEARCH_SCORE (a table stored without the key)
 
     def predict(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """P(same diagnosis) for each score (clipped at the table's ends)."""
+        """P(same diagnosis) for each cosine of the kind the table ``reads`` (clipped at
+        the table's ends)."""
         return np.interp(np.asarray(scores, dtype=np.float64), self.scores, self.probabilities)
 
     def record(self) -> dict[str, Any]:
@@ -94,6 +111,7 @@ class MatchCalibration:
             "neighbours": self.neighbours,
             "seed": self.seed,
             "queries_from": self.queries_from,
+            "reads": self.reads,
         }
 
     @classmethod
@@ -113,9 +131,14 @@ class MatchCalibration:
                 neighbours=int(record["neighbours"]),
                 seed=int(record["seed"]),
                 queries_from=str(record.get("queries_from", QUERIES_FROM[True])),
+                reads=str(record.get("reads", SEARCH_SCORE)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"not a calibration table: {exc}") from None
+        if table.reads not in READS:
+            raise CalibrationError(
+                f"not a calibration table: it reads {table.reads!r}, not one of {READS}"
+            )
         xs, ps = np.asarray(scores), np.asarray(probabilities)
         if (
             not len(xs)
@@ -164,8 +187,11 @@ def neighbour_pairs(
     queries: np.ndarray,
     task: Task,
     neighbours: int,
+    raw: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, same?) of each query's top ``neighbours`` cases outside its own group."""
+    """(x, same?) of each query's top ``neighbours`` cases outside its own group, ranked by
+    the cosine of ``vectors``; x is that cosine, or with ``raw`` (the same cases' raw unit
+    embeddings) the pair's raw cosine."""
     scores, same = [], []
     for start in range(0, len(queries), QUERY_CHUNK):
         chunk = queries[start : start + QUERY_CHUNK]
@@ -174,9 +200,11 @@ def neighbour_pairs(
         k = min(neighbours, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (c, k)
         top_scores = np.take_along_axis(sims, top, axis=1)
+        kept = np.isfinite(top_scores)
+        if raw is not None:
+            top_scores = (raw[top] @ raw[chunk][:, :, None])[:, :, 0]  # (c, k) raw cosines
         relevant = relevance_matrix(targets[chunk], targets, task)
         top_same = np.take_along_axis(relevant, top, axis=1)
-        kept = np.isfinite(top_scores)
         scores.append(top_scores[kept])
         same.append(top_same[kept])
     return np.concatenate(scores), np.concatenate(same)
@@ -193,11 +221,17 @@ def fit_match_calibration(
     queries: int = CALIBRATION_QUERIES,
     neighbours: int = CALIBRATION_NEIGHBOURS,
     seed: int = CALIBRATION_SEED,
+    raw: npt.ArrayLike | None = None,
 ) -> MatchCalibration | None:
     """The match-probability table of cases whose unit ``vectors`` (n, dim) are those the
     version searches (module docstring); None with too few labelled cases. ``held_out``:
-    the cases the model was not trained on (default: none known)."""
+    the cases the model was not trained on (default: none known). ``raw``: the same cases'
+    raw unit embeddings (``vectors`` itself for a version that is not centred); the table
+    then reads the raw cosine (:data:`RAW_COSINE`), else the search score."""
     arr = np.asarray(vectors, dtype=np.float32)
+    read = None if raw is None else np.asarray(raw, dtype=np.float32)
+    if read is not None and read.shape != arr.shape:
+        raise ValueError(f"{read.shape} raw vectors for {arr.shape} search vectors")
     every = np.ones(len(arr), dtype=bool)
     mask = every if labelled is None else np.asarray(labelled, bool)
     unseen = ~every if held_out is None else np.asarray(held_out, bool)
@@ -210,6 +244,7 @@ def fit_match_calibration(
     if len(chosen) < MIN_LABELLED_CASES:
         return None
     kept_vectors = np.ascontiguousarray(arr[chosen])
+    kept_raw = None if read is None or read is arr else np.ascontiguousarray(read[chosen])
     targets = label_targets([labels[int(i)] for i in chosen], task)
     codes = group_codes([groups[int(i)] for i in chosen])
     candidates = np.flatnonzero(unseen[chosen])  # positions among the labelled cases
@@ -218,7 +253,7 @@ def fit_match_calibration(
         candidates = np.arange(len(chosen))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(candidates, size=min(queries, len(candidates)), replace=False))
-    xs, ys = neighbour_pairs(kept_vectors, targets, codes, sample, task, neighbours)
+    xs, ys = neighbour_pairs(kept_vectors, targets, codes, sample, task, neighbours, kept_raw)
     if not len(xs):
         return None
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
@@ -234,4 +269,5 @@ def fit_match_calibration(
         neighbours=neighbours,
         seed=seed,
         queries_from=QUERIES_FROM[from_held_out],
+        reads=SEARCH_SCORE if read is None else RAW_COSINE,
     )

@@ -3,8 +3,9 @@
 A full build centres the version on the mean of its own unit embeddings (unless the
 indexer is told ``--no-centre``); an ``add`` or ``remove`` version keeps its base version's
 centre, so old and new vectors share one space. Every version written gets the
-match-probability table of its own labelled cases (:mod:`indexer.calibration`), fitted in
-the space it searches. Both go into the version's ``scores.json``
+match-probability table of its own labelled cases (:mod:`indexer.calibration`): the
+neighbours are chosen in the space it searches, their probability reads the raw cosine
+(``reads: "raw cosine"``). Both go into the version's ``scores.json``
 (:mod:`indexer.vectors.persistence`).
 """
 
@@ -90,15 +91,16 @@ def version_scores(
     found = version_centre(vectors, centre, base)
     if not len(ids):
         return VersionScores(found)
-    space = centred(as_unit_vectors(vectors, vectors.shape[1], "vectors"), found)
+    raw = as_unit_vectors(vectors, vectors.shape[1], "vectors")
     cases = case_labels(store, [int(i) for i in ids], rows or {})
     table = fit_match_calibration(
-        space,
+        centred(raw, found),  # the neighbours the service will show…
         cases.labels,
         cases.groups,
         Task(task),
         labelled=cases.labelled,
         held_out=cases.held_out,
+        raw=raw,  # …read at their raw cosine
     )
     if table is None:
         log.info("no match probability: %d labelled cases are too few", sum(cases.labelled))

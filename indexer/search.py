@@ -11,10 +11,15 @@ so a filtered query still returns the top-K among the matching cases.
 
 A hit's ``score`` is the cosine of the query and the case in the space the version
 searches: centred on the version's stored mean when it was built so (the
-:class:`~indexer.vectors.index.VectorIndex` centres the query itself). Its
-``match_probability`` is the version's calibrated P(the case shares the query's
-diagnosis | score) (:mod:`indexer.calibration`): None when the version has no table (an
-unlabelled or tiny collection) and for an unlabelled case, which has no diagnosis to share.
+:class:`~indexer.vectors.index.VectorIndex` centres the query itself); it ranks the hits.
+Its ``match_probability`` is the version's calibrated P(the case shares the query's
+diagnosis | x) (:mod:`indexer.calibration`), where x is what the table ``reads``: the
+**raw cosine** of the query's embedding as the model returned it and the case's stored
+raw vector (``vectors.npy``, memory-mapped, :class:`~indexer.vectors.stored.StoredVectors`)
+for a table that says so, else (a table written before ``reads``, or a version that is
+not centred, where the two are one) the score. So the probability need not fall with the
+rank. None when the version has no table (an unlabelled or tiny collection) and for an
+unlabelled case, which has no diagnosis to share.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.calibration import CalibrationError, MatchCalibration
+from indexer.calibration import RAW_COSINE, CalibrationError, MatchCalibration
 from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
+from indexer.vectors.arrays import as_unit_vectors
+from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.index import VectorIndex
+from indexer.vectors.stored import StoredVectors
 
 
 class SearchError(RuntimeError):
@@ -40,7 +48,7 @@ class Hit:
     case_id: int
     score: float  # inner product of unit (centred) vectors: cosine similarity in [-1, 1]
     case: CaseInfo
-    match_probability: float | None = None  # P(same diagnosis | score); module docstring
+    match_probability: float | None = None  # P(same diagnosis | raw cosine); module docstring
 
 
 @dataclass
@@ -49,6 +57,7 @@ class CollectionIndex:
     version: VersionInfo
     index: VectorIndex
     calibration: MatchCalibration | None = None
+    raw_vectors: StoredVectors | None = None  # when the table reads raw cosines of a centred one
 
     @classmethod
     def load(cls, store: MetadataStore, name: str) -> CollectionIndex:
@@ -64,7 +73,10 @@ class CollectionIndex:
             calibration = None if record is None else MatchCalibration.from_record(record)
         except CalibrationError as exc:
             raise SearchError(f"index version in {version.path}: {exc}") from None
-        return cls(collection, version, index, calibration)
+        raw = None
+        if calibration is not None and calibration.reads == RAW_COSINE and index.centre is not None:
+            raw = raw_vectors_of(Path(version.path), index)
+        return cls(collection, version, index, calibration, raw)
 
     @property
     def centre(self) -> np.ndarray | None:
@@ -104,18 +116,42 @@ class CollectionIndex:
         wanted: Sequence[int] = sorted({int(i) for i in ids_found.ravel() if i >= 0})
         cases = store.get_cases(wanted)
         results: list[list[Hit]] = []
-        for row_scores, row_ids in zip(scores, ids_found, strict=True):
+        raw_queries = None
+        if self.raw_vectors is not None and self.calibration is not None:
+            raw_queries = as_unit_vectors(queries, self.index.dim, "queries")
+        for q, (row_scores, row_ids) in enumerate(zip(scores, ids_found, strict=True)):
+            readings = (
+                row_scores.astype(np.float64)
+                if raw_queries is None or self.raw_vectors is None
+                else self.raw_vectors.cosines(raw_queries[q], row_ids)
+            )  # what the table reads: the raw cosine, or the score (module docstring)
             hits: list[Hit] = []
-            for score, case_id in zip(row_scores, row_ids, strict=True):
+            for score, case_id, x in zip(row_scores, row_ids, readings, strict=True):
                 case = cases.get(int(case_id))
                 if case_id < 0 or case is None:  # removed since this version was loaded
                     continue
-                probability = self._probability(float(score), case)
+                probability = self._probability(float(x), case)
                 hits.append(Hit(len(hits) + 1, int(case_id), float(score), case, probability))
             results.append(hits)
         return results
 
-    def _probability(self, score: float, case: CaseInfo) -> float | None:
-        if self.calibration is None or not case.labelled:
+    def _probability(self, x: float, case: CaseInfo) -> float | None:
+        if self.calibration is None or not case.labelled or not np.isfinite(x):
             return None
-        return float(self.calibration.predict(score))
+        return float(self.calibration.predict(x))
+
+
+def raw_vectors_of(folder: Path, index: VectorIndex) -> StoredVectors:
+    """The raw vectors of the version in ``folder``, checked against its ``index``."""
+    try:
+        raw = StoredVectors.load(folder)
+    except VectorIndexError as exc:
+        raise SearchError(
+            f"index version in {folder}: its match probability reads raw cosines, but {exc}"
+        ) from None
+    if len(raw) != index.ntotal or raw.dim != index.dim:
+        raise SearchError(
+            f"index version in {folder}: vectors.npy holds {len(raw)} vectors of {raw.dim} "
+            f"dimensions, the index {index.ntotal} of {index.dim}"
+        )
+    return raw

@@ -1,9 +1,10 @@
 """Where index versions live on disk, and how a version folder comes into place.
 
 ``<data-dir>/indexes/<collection>/v<NNNN>-<job>/`` holds one version: ``index.faiss``,
-``index.json``, ``vectors.npy`` and ``ids.npy``. A build writes them into
-``v<NNNN>-<job>.tmp-<job>/`` (each file atomically) and renames the folder into place: the
-rename is the commit point, and the parent folder is fsynced so it survives a power cut.
+``index.json``, ``scores.json`` (when centred or calibrated), ``vectors.npy`` and
+``ids.npy``. A build writes them into ``v<NNNN>-<job>.tmp-<job>/`` (each file atomically)
+and renames the folder into place: the rename is the commit point, and the parent folder
+is fsynced so it survives a power cut.
 Folders matching :data:`LEFTOVER_PATTERN` are builds that never finished.
 """
 

@@ -111,11 +111,13 @@
       return "Not available: this case is unlabelled, so it has no diagnosis to share.";
     }
     return (
-      `Among pairs of archived cases with this similarity, ${Math.round(hit.match_probability * 100)} % ` +
+      `Among pairs of archived cases this alike, ${Math.round(hit.match_probability * 100)} % ` +
       `had ${calibration.rule}. Fitted on this collection's own ${calibration.labelled_cases} ` +
       "labelled cases, each compared with its most similar cases of other patients " +
-      "(a patient's or lesion's own images left out). It describes the archive, not this " +
-      "patient: it is not a diagnosis, and images unlike the archive's may match less often."
+      "(a patient's or lesion's own images left out), and read at the cosine of the " +
+      "model's own embeddings, which tells matching pairs apart better than the ranking " +
+      "score: a lower-ranked case can be the likelier match. It describes the archive, not " +
+      "this patient: it is not a diagnosis, and images unlike the archive's may match less often."
     );
   }
 

@@ -17,6 +17,9 @@ Modules
 ``gpu``          GPU copies and GPU k-means
 ``sidecar``      ``index.json``: the format version, provenance, the hash of ``index.faiss``
 ``persistence``  ``index.faiss`` + ``index.json`` and ``vectors.npy`` + ``ids.npy`` on disk
+``stored``       :class:`StoredVectors`: a version's raw vectors by case id (memory-mapped),
+                 for the raw cosine the match probability reads
+``space``        the centre: the mean a version's vectors and queries are centred on
 ``arrays``       the arrays taken and given: checks on input, padded results
 ``errors``       :class:`VectorIndexError`
 

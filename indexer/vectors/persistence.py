@@ -8,7 +8,8 @@ leaves a pair that :func:`read_index_file` refuses rather than a silently wrong 
 ``scores.json`` (the centre and the match-probability table) is checked the same way by
 :func:`read_scores`. The raw vectors (the model's unit embeddings, *not* centred) are kept
 next to an index so that a new version (another factory, without removed ids on an HNSW
-index, or with a new centre) can be built without embedding the images again.
+index, or with a new centre) can be built without embedding the images again, and because
+the match probability reads the raw cosine (:mod:`indexer.vectors.stored`).
 """
 
 from __future__ import annotations

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from archives.registry import read_archive
 from indexer.calibration import MatchCalibration
+from indexer.embedding import embed_samples
 from indexer.store import MetadataStore
 from indexer.vectors.index import stored_scores
 from indexer.vectors.persistence import load_vectors
+from model.checkpoint import load_checkpoint
 from support.dicom import dicom_bytes
 from support.images import encode
 from support.real_data import HAM_CODES, HAM_NAMES
@@ -75,11 +79,25 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_scores_are_centred_cosines_with_a_calibrated_match_probability(
-    client: TestClient, ham_image: bytes, service_env: ServiceEnv
+def query_embedding(service_env: ServiceEnv, image: bytes, folder: Path) -> np.ndarray:
+    """The model's raw unit embedding of ``image``, by the indexer's inference path."""
+    folder.mkdir(parents=True)
+    (folder / "query.jpg").write_bytes(image)
+    loaded = load_checkpoint(service_env.checkpoint)
+    samples = list(read_archive(folder, "image_folder").samples)
+    found = embed_samples(
+        loaded.model, loaded.meta.preprocessing, samples,
+        device=torch.device("cpu"), workers=0, progress=False,
+    )  # fmt: skip
+    return np.asarray(found.vectors[0], dtype=np.float64)
+
+
+def test_scores_are_centred_cosines_with_a_match_probability_on_the_raw_cosine(
+    client: TestClient, ham_image: bytes, service_env: ServiceEnv, tmp_path: Path
 ) -> None:
-    """A case's score is the cosine computed by hand from the version's stored mean, and
-    its match_probability the stored table read at that score."""
+    """A case's score is the cosine computed by hand from the version's stored mean; its
+    match_probability is the stored table read at the raw cosine of the query's embedding
+    and the case's stored vector (which need not fall with the rank)."""
     cases = query(client, ham_image, top_k=20)["cases"]
     folder = active_folder(service_env)
     vectors, ids = load_vectors(folder)
@@ -87,17 +105,28 @@ def test_scores_are_centred_cosines_with_a_calibrated_match_probability(
     assert centre is not None
     assert record is not None
     row = {int(case_id): i for i, case_id in enumerate(ids)}
-    query_vector = vectors[row[cases[0]["case_id"]]]  # rank 1 is the query image itself
+    query_vector = query_embedding(service_env, ham_image, tmp_path / "q")
+    stored = vectors[row[cases[0]["case_id"]]]  # rank 1 is the query image itself
+    assert float(stored @ query_vector) == pytest.approx(1.0, abs=1e-4)
     for case in cases:
         by_hand = unit(vectors[row[case["case_id"]]] - centre) @ unit(query_vector - centre)
         assert case["score"] == pytest.approx(float(by_hand), abs=1e-3)
     table = MatchCalibration.from_record(record)
-    probabilities = [case["match_probability"] for case in cases]
-    assert probabilities == pytest.approx(list(table.predict([c["score"] for c in cases])))
-    assert all(0.0 <= p <= 1.0 for p in probabilities)
-    assert probabilities == sorted(probabilities, reverse=True)
-    raw = np.sort(vectors @ query_vector)[::-1]
-    assert cases[1]["score"] - cases[19]["score"] > raw[1] - raw[19]  # they spread out
+    assert table.reads == "raw cosine"
+    raw = np.array([unit(vectors[row[c["case_id"]]].astype(np.float64)) for c in cases])
+    raw = raw @ query_vector  # the raw cosine of each case, by hand
+    probabilities = np.array([case["match_probability"] for case in cases])
+    # the service's embedding of the upload and this one agree to ~1e-6: the table is
+    # monotone, so the served value lies between its readings just below and just above
+    slack = 1e-5
+    assert (probabilities >= table.predict(raw - slack) - 1e-12).all()
+    assert (probabilities <= table.predict(raw + slack) + 1e-12).all()
+    np.testing.assert_allclose(probabilities, table.predict(raw), atol=1e-3)
+    at_score = table.predict([case["score"] for case in cases])
+    assert not np.allclose(probabilities, at_score)  # not the table read at the score
+    assert ((probabilities >= 0.0) & (probabilities <= 1.0)).all()
+    raw_sorted = np.sort(vectors @ query_vector)[::-1]
+    assert cases[1]["score"] - cases[19]["score"] > raw_sorted[1] - raw_sorted[19]  # spread
 
 
 def test_openapi_documents_the_match_probability(client: TestClient) -> None:
@@ -106,6 +135,8 @@ def test_openapi_documents_the_match_probability(client: TestClient) -> None:
     assert "leave-one-group-out" in field["description"]
     assert "not a diagnosis" in field["description"]
     assert "centred" in schemas["HitOut"]["properties"]["score"]["description"]
+    assert "raw cosine" in field["description"]
+    assert "lower-ranked case can have the higher probability" in field["description"]
     assert "match_calibration" in schemas["QueryIndexOut"]["properties"]
 
 

@@ -8,6 +8,8 @@ from sklearn.isotonic import IsotonicRegression
 
 from indexer.calibration import (
     MIN_LABELLED_CASES,
+    RAW_COSINE,
+    SEARCH_SCORE,
     CalibrationError,
     MatchCalibration,
     fit_match_calibration,
@@ -161,3 +163,52 @@ def test_queries_come_from_the_held_out_cases_when_there_are_enough() -> None:
     table = fit_match_calibration(vectors, labels, groups, Task.SINGLE_LABEL, held_out=few)
     assert table is not None
     assert (table.queries, table.queries_from) == (300, "all labelled cases")
+
+
+def test_with_raw_vectors_the_table_reads_their_cosine_at_the_neighbours_searched() -> None:
+    """Neighbours ranked in the search space (here: a distorted copy), x their raw cosine."""
+    raw, labels = two_classes(200, seed=4)
+    rng = np.random.default_rng(5)
+    search = unit(raw + rng.standard_normal(raw.shape).astype(np.float32) / 2)
+    table = fit_match_calibration(search, labels, [None] * 200, Task.SINGLE_LABEL, raw=raw)
+    assert table is not None
+    assert table.reads == RAW_COSINE
+    assert table.record()["reads"] == "raw cosine"
+    assert MatchCalibration.from_record(table.record()) == table
+    targets = label_targets(labels, Task.SINGLE_LABEL)
+    groups = group_codes([None] * 200)
+    queries = np.arange(200)
+    xs, ys = neighbour_pairs(search, targets, groups, queries, Task.SINGLE_LABEL, 100, raw)
+    # by hand: each query's top 100 others by the search cosine, read at the raw cosine
+    sims = search @ search.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :100]
+    by_hand = np.take_along_axis(raw @ raw.T, top, axis=1)
+    np.testing.assert_allclose(np.sort(xs), np.sort(by_hand.ravel()), atol=1e-5)
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip")
+    iso.fit(xs.astype(np.float64), ys.astype(np.float64))
+    grid = np.linspace(-1, 1, 301)
+    np.testing.assert_allclose(table.predict(grid), iso.predict(grid), atol=1e-9)
+    on_search = fit_match_calibration(search, labels, [None] * 200, Task.SINGLE_LABEL)
+    assert on_search is not None
+    assert on_search.reads == SEARCH_SCORE
+    assert on_search.scores != table.scores
+    same_space = fit_match_calibration(raw, labels, [None] * 200, Task.SINGLE_LABEL, raw=raw)
+    plain = fit_match_calibration(raw, labels, [None] * 200, Task.SINGLE_LABEL)
+    assert same_space is not None
+    assert plain is not None  # not centred: the raw cosine is the search score
+    assert (same_space.scores, same_space.probabilities) == (plain.scores, plain.probabilities)
+    with pytest.raises(ValueError, match="raw vectors"):
+        fit_match_calibration(search, labels, [None] * 200, Task.SINGLE_LABEL, raw=raw[:10])
+
+
+def test_a_table_stored_without_reads_reads_the_search_score() -> None:
+    old = {
+        "scores": [0.1, 0.5], "probabilities": [0.2, 0.9], "rule": "the same label",
+        "labelled_cases": 60, "queries": 60, "pairs": 600, "base_rate": 0.4,
+        "neighbours": 10, "seed": 0,
+    }  # fmt: skip
+    assert MatchCalibration.from_record(old).reads == SEARCH_SCORE
+    assert MatchCalibration.from_record(old | {"reads": "raw cosine"}).reads == RAW_COSINE
+    with pytest.raises(CalibrationError, match="it reads 'centred logit'"):
+        MatchCalibration.from_record(old | {"reads": "centred logit"})

@@ -3,6 +3,7 @@ and --remove; the match probability fitted on the version's own labelled cases."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,9 +16,9 @@ import torch
 
 from archives.registry import read_archive
 from indexer.builder import IndexBuilder, IndexerConfig
-from indexer.calibration import MIN_LABELLED_CASES
+from indexer.calibration import MIN_LABELLED_CASES, RAW_COSINE, SEARCH_SCORE, MatchCalibration
 from indexer.embedding import embed_samples
-from indexer.search import CollectionIndex
+from indexer.search import CollectionIndex, SearchError
 from indexer.store import MetadataStore
 from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.index import stored_scores
@@ -96,14 +97,19 @@ def test_a_query_scores_the_cosine_centred_on_the_stored_mean(
     sha = load_checkpoint(checkpoint).sha256
     hits = index.search(store, queries, checkpoint_sha256=sha, top_k=64)
     by_hand = unit(queries - centre) @ unit(vectors - centre).T  # (3, 64)
-    for row, expected in zip(hits, by_hand, strict=True):
+    # the model's own cosines (float64, as served): what the probability reads
+    raw = queries.astype(np.float64) @ unit(vectors.astype(np.float64)).T
+    calibration = MatchCalibration.from_record(table)
+    assert calibration.reads == RAW_COSINE
+    for row, expected, raw_row in zip(hits, by_hand, raw, strict=True):
         got = {hit.case_id: hit.score for hit in row}
         want = dict(zip(ids.tolist(), expected.tolist(), strict=True))
         assert got == pytest.approx(want, abs=1e-5)
-        probabilities = [hit.match_probability for hit in row]
-        assert all(p is not None and 0.0 <= p <= 1.0 for p in probabilities)
-        assert probabilities == sorted(probabilities, reverse=True)  # monotone in the score
-    raw = queries @ vectors.T
+        probabilities = {hit.case_id: hit.match_probability for hit in row}
+        at_raw = calibration.predict(raw_row)
+        expected_p = dict(zip(ids.tolist(), at_raw.tolist(), strict=True))
+        assert probabilities == pytest.approx(expected_p, abs=1e-9)
+        assert all(p is not None and 0.0 <= p <= 1.0 for p in probabilities.values())
     assert np.median(np.sort(raw)[:, -1] - np.sort(raw)[:, -10]) < np.median(
         np.sort(by_hand)[:, -1] - np.sort(by_hand)[:, -10]
     )  # the centred scores spread out
@@ -159,8 +165,66 @@ def test_no_centre_keeps_the_raw_cosine(store: MetadataStore, tmp_path: Path) ->
     queries, _ = embedded(checkpoint, write_image_folder(tmp_path / "q", 1, seed=8), "image_folder")
     index = CollectionIndex.load(store, "derm")
     sha = load_checkpoint(checkpoint).sha256
-    hit = index.search(store, queries, checkpoint_sha256=sha, top_k=1)[0][0]
-    assert hit.score == pytest.approx(float((vectors @ queries[0]).max()), abs=1e-5)
+    assert index.raw_vectors is None  # the score is the raw cosine: nothing more to read
+    hits = index.search(store, queries, checkpoint_sha256=sha, top_k=10)[0]
+    assert hits[0].score == pytest.approx(float((vectors @ queries[0]).max()), abs=1e-5)
+    calibration = MatchCalibration.from_record(table)
+    assert calibration.reads == RAW_COSINE
+    probabilities = [hit.match_probability for hit in hits]
+    assert probabilities == pytest.approx(list(calibration.predict([h.score for h in hits])))
+    assert probabilities == sorted(probabilities, reverse=True)  # monotone in the rank here
+
+
+def rewrite_scores(folder: Path, scores: dict) -> None:
+    """Replace a version's scores.json and the size and hash its sidecar holds."""
+    path = folder / "scores.json"
+    path.write_text(json.dumps(scores))
+    sidecar = json.loads((folder / "index.json").read_text())
+    sidecar["scores_bytes"] = path.stat().st_size
+    sidecar["scores_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "index.json").write_text(json.dumps(sidecar))
+
+
+def test_a_table_stored_before_reads_existed_reads_the_score(
+    store: MetadataStore, tmp_path: Path
+) -> None:
+    checkpoint = make_checkpoint(tmp_path / "a.safetensors", ("A", "B"))
+    source = labelled_archive(tmp_path / "archive", 56)
+    builder_for(store, tmp_path).build("derm", checkpoint, source)
+    folder = active_folder(store)
+    scores = json.loads((folder / "scores.json").read_text())
+    del scores["match_calibration"]["reads"]
+    rewrite_scores(folder, scores)
+    (folder / "vectors.npy").unlink()  # not needed to read the score
+    index = CollectionIndex.load(store, "derm")
+    assert index.calibration is not None
+    assert index.calibration.reads == SEARCH_SCORE
+    assert index.raw_vectors is None
+    queries, _ = embedded(checkpoint, write_image_folder(tmp_path / "q", 2, seed=9), "image_folder")
+    sha = load_checkpoint(checkpoint).sha256
+    for row in index.search(store, queries, checkpoint_sha256=sha, top_k=20):
+        probabilities = [hit.match_probability for hit in row]
+        assert probabilities == pytest.approx(
+            list(index.calibration.predict([hit.score for hit in row])), abs=1e-12
+        )
+        assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_a_raw_reading_table_without_its_raw_vectors_is_refused(
+    store: MetadataStore, tmp_path: Path
+) -> None:
+    checkpoint = make_checkpoint(tmp_path / "a.safetensors", ("A", "B"))
+    source = labelled_archive(tmp_path / "archive", 52)
+    builder_for(store, tmp_path).build("derm", checkpoint, source)
+    folder = active_folder(store)
+    vectors, ids = load_vectors(folder)
+    np.save(folder / "vectors.npy", vectors[:-1])
+    np.save(folder / "ids.npy", ids[:-1])
+    with pytest.raises(SearchError, match=r"holds 51 vectors of .* the index 52"):
+        CollectionIndex.load(store, "derm")
+    (folder / "vectors.npy").unlink()
+    with pytest.raises(SearchError, match="reads raw cosines, but stored vectors are missing"):
+        CollectionIndex.load(store, "derm")
 
 
 def test_an_unlabelled_or_tiny_collection_has_no_match_probability(
