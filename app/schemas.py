@@ -30,6 +30,14 @@ class MatchCalibrationOut(BaseModel):
     pairs: int = Field(description="(query, neighbour) pairs: each query's top neighbours")
     neighbours: int = Field(description="neighbours per query")
     base_rate: float = Field(description="share of those pairs with the same diagnosis")
+    queries_from: str = Field(
+        description="'held-out cases' (outside the training split, as new images are) or "
+        "'all labelled cases' (too few held out: the probability then promises more)"
+    )
+    reads: str = Field(
+        description="the cosine the probability is read at: 'raw cosine' (the model's own "
+        "embeddings) or 'search score' (the ranking score; versions built before 'reads')"
+    )
 
 
 class IndexOut(BaseModel):

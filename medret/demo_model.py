@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from commandline.errors import CommandError
 from medret.demo_parts import DemoData, as_json, duration, read_json, say, write_json
@@ -113,18 +113,38 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
 
     config, runs, serve = stage_plan(args, data, run_dir)
     served = next(r for r in runs if r.stage.name == serve)
-    wanted = {
-        "dataset": data.fingerprint,
-        "config": {r.stage.name: comparable_config(r.config.to_dict()) for r in runs},
-    }
+    wanted_config = {r.stage.name: comparable_config(r.config.to_dict()) for r in runs}
     marker = read_json(run_dir / RUN_MARKER) or {}
-    same_run = not args.fresh and {k: marker.get(k) for k in wanted} == as_json(wanted)
-    recorded = marker.get("checkpoint_sha256") if same_run else None
-    done: dict[str, str] = dict(recorded) if isinstance(recorded, dict) else {}
+    recorded_config, recorded = recorded_stages(marker)
+    same_run = (
+        not args.fresh
+        and marker.get("dataset") == data.fingerprint
+        and recorded_config == as_json(wanted_config)
+    )
+    done: dict[str, str] = dict(recorded) if same_run else {}
+    # the teacher each finished or started stage learnt from (its best file's SHA-256)
+    taught = marker.get("teachers") if same_run else None
+    teachers: dict[str, str] = dict(taught) if isinstance(taught, dict) else {}
 
     def finished(run: StageRun) -> bool:
         sha = done.get(run.stage.name)
-        return bool(sha) and run.best_path.is_file() and file_sha256(run.best_path) == sha
+        if not sha or not run.best_path.is_file() or file_sha256(run.best_path) != sha:
+            return False
+        teacher = run.stage.teacher
+        if teacher is None:
+            return True
+        return teacher in done and teachers.get(run.stage.name) == done[teacher]
+
+    def save_marker() -> None:
+        write_json(
+            run_dir / RUN_MARKER,
+            {
+                "dataset": data.fingerprint,
+                "config": wanted_config,
+                "checkpoint_sha256": done,
+                "teachers": teachers,
+            },
+        )
 
     if all(finished(r) for r in runs):
         say(2, f"model: reusing {served.best_path} (trained on this data with this config)")
@@ -132,8 +152,7 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
     if not same_run and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    done = {name: sha for name, sha in done.items() if any(r.stage.name == name for r in runs)}
-    write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": done})
+    save_marker()
     train_count = len(data.archive.split("train"))
     stages = "; ".join(describe_stage(r) for r in runs)
     eta = "" if data.synthetic else f"; {estimate(runs, data.archive)}"
@@ -150,14 +169,24 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
         if finished(run):
             say(2, f"model: {label}reusing {run.best_path}")
             return
-        resume = (Path(run.config.out_dir) / STATE_FILE).is_file()
-        say(2, f"model: {label}{'resuming' if resume else 'training'} into {run.config.out_dir}")
+        out_dir = Path(run.config.out_dir)
+        teacher = run.stage.teacher
+        stale = name in done  # finished once, but its best file is gone or changed
+        if teacher is not None and teachers.get(name) != done.get(teacher):
+            stale = True  # distilled from another teacher than today's
+            teachers[name] = done[teacher]
+        if stale:  # start this stage afresh
+            shutil.rmtree(out_dir, ignore_errors=True)
+            done.pop(name, None)
+            save_marker()
+        resume = (out_dir / STATE_FILE).is_file()
+        say(2, f"model: {label}{'resuming' if resume else 'training'} into {out_dir}")
         stage_started = time.perf_counter()
         result = train(run.config, resume=resume)
         if result.best_path is None:
-            raise CommandError(f"training in {run.config.out_dir} produced no best model")
+            raise CommandError(f"training in {out_dir} produced no best model")
         done[name] = file_sha256(result.best_path)
-        write_json(run_dir / RUN_MARKER, wanted | {"checkpoint_sha256": done})
+        save_marker()
         metric = result.history[-1]["selection"]["metric"] if result.history else "score"
         say(
             2,
@@ -173,7 +202,29 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
             f"model: serving stage {serve!r}, {served.best_path} (all stages trained in "
             f"{duration(time.perf_counter() - started)})",
         )
+    if served.config.model.architecture != "vit":
+        vit = next((r.stage.name for r in runs if r.config.model.architecture == "vit"), None)
+        other = f"; --stage {vit} serves the ViT" if vit else ""
+        say(2, f"model: the viewer's heat maps (/explain) need the ViT{other}")
     return served.best_path
+
+
+def recorded_stages(marker: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """A run marker's stage configs (rebuilt with today's defaults, as JSON) and the SHA-256
+    of each finished stage. A marker written before recipes had one flat config and one
+    SHA-256: it reads as the one stage it was."""
+    from training.state import comparable_config
+
+    configs, shas = marker.get("config"), marker.get("checkpoint_sha256")
+    if isinstance(configs, dict) and "phases" in configs:  # before recipes: one run
+        configs = {SINGLE_STAGE: configs}
+        shas = {SINGLE_STAGE: shas} if isinstance(shas, str) else {}
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        return None, {}
+    rebuilt = as_json({name: comparable_config(c) for name, c in configs.items()})
+    if not isinstance(shas, dict):
+        return rebuilt, {}
+    return rebuilt, {k: v for k, v in shas.items() if isinstance(v, str)}
 
 
 def describe_stage(run: StageRun) -> str:

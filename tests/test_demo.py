@@ -196,6 +196,21 @@ def test_demo_builds_then_reuses_then_rebuilds_what_changed(tmp_path: Path) -> N
     assert _active(data_dir, "demo") == (1, sha, 48)
     assert second_s < first_s
 
+    # a run folder marked before recipes (one flat config without today's newer keys, one
+    # SHA-256) is the same run: reused, not deleted
+    marker_path = data_dir / "demo" / "run" / "demo-run.json"
+    marker = json.loads(marker_path.read_text())
+    flat = marker["config"]["model"]
+    for key in ("distill_targets", "geometry_temperature"):
+        flat["loss"].pop(key)
+    flat["phases"] = [{k: v for k, v in p.items() if k != "geometry"} for p in flat["phases"]]
+    old_marker = {"dataset": marker["dataset"], "config": flat, "checkpoint_sha256": sha}
+    marker_path.write_text(json.dumps(old_marker))
+    older, _ = medret(*small, "--epochs", "1", cwd=tmp_path)
+    assert older.returncode == 0, older.stderr[-3000:]
+    assert "model: reusing" in older.stdout
+    assert (file_sha256(checkpoint), checkpoint.stat().st_mtime_ns) == (sha, mtime)
+
     # another training config (two epochs per phase): retrained and re-indexed
     third, _ = medret(*small, "--epochs", "2", cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
@@ -236,6 +251,25 @@ def test_demo_on_a_given_dataset_trains_and_indexes_it(tmp_path: Path) -> None:
     assert "training into" not in student.stdout
     version, sha, _ = _active(data_dir, "mine")
     assert (version, sha) == (2, file_sha256(run / "student" / "best.safetensors"))
+
+    # a lost teacher is trained again (deterministically: the same file), and the student
+    # that learnt from it is kept
+    teacher_sha = file_sha256(run / "teacher" / "best.safetensors")
+    (run / "teacher" / "best.safetensors").unlink()
+    again, _ = medret(*args, "--stage", "student", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stage 1/2 teacher: training" in again.stdout
+    assert "stage 2/2 student: reusing" in again.stdout
+    assert file_sha256(run / "teacher" / "best.safetensors") == teacher_sha
+    # a student that learnt from another teacher than today's is trained again
+    marker = json.loads((run / "demo-run.json").read_text())
+    assert marker["teachers"] == {"student": teacher_sha}
+    marker["teachers"]["student"] = "0" * 64
+    (run / "demo-run.json").write_text(json.dumps(marker))
+    other, _ = medret(*args, "--stage", "student", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "stage 1/2 teacher: reusing" in other.stdout
+    assert "stage 2/2 student: training" in other.stdout
 
     unknown, _ = medret(*args, "--stage", "pupil", cwd=tmp_path)
     assert unknown.returncode == 2

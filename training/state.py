@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from files.atomic import atomic_path, atomic_write_text
-from training.config import TrainConfig
+from training.config import TrainConfig, TrainConfigError, config_from_dict
 from training.errors import TrainingError
 from training.sampler import ClassBalancedBatchSampler, ShuffledBatchSampler
 
@@ -34,7 +34,15 @@ RUNTIME_DATA_KEYS = frozenset({"workers", "cache_dir", "path"})
 
 
 def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config dict that must match for ``--resume``."""
+    """The part of a config dict that must match for ``--resume``.
+
+    The dict is first rebuilt through :class:`TrainConfig`, so a config saved before a key
+    existed compares equal to one with that key at its default.
+    """
+    try:
+        cfg = config_from_dict(cfg).to_dict()
+    except (TrainConfigError, TypeError, ValueError):
+        pass  # a key that no longer exists, say: compared as saved, and found different
     out = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
     out["data"] = {k: v for k, v in cfg.get("data", {}).items() if k not in RUNTIME_DATA_KEYS}
     return out

@@ -114,10 +114,16 @@
       `Among pairs of archived cases this alike, ${Math.round(hit.match_probability * 100)} % ` +
       `had ${calibration.rule}. Fitted on this collection's own ${calibration.labelled_cases} ` +
       "labelled cases, each compared with its most similar cases of other patients " +
-      "(a patient's or lesion's own images left out), and read at the cosine of the " +
-      "model's own embeddings, which tells matching pairs apart better than the ranking " +
-      "score: a lower-ranked case can be the likelier match. It describes the archive, not " +
-      "this patient: it is not a diagnosis, and images unlike the archive's may match less often."
+      "(a patient's or lesion's own images left out)" +
+      (calibration.queries_from === "held-out cases"
+        ? ""
+        : ", with training images among the queries, so it may promise too much") +
+      (calibration.reads === "raw cosine"
+        ? ", and read at the cosine of the model's own embeddings, which tells matching " +
+          "pairs apart better than the ranking score: a lower-ranked case can be the likelier match"
+        : "") +
+      ". It describes the archive, not this patient: it is not a diagnosis, and images " +
+      "unlike the archive's may match less often."
     );
   }
 

@@ -43,6 +43,8 @@ def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None
     }  # fmt: skip
     assert calibration["labelled_cases"] == 280
     assert calibration["rule"] == "the same label"
+    assert calibration["reads"] == "raw cosine"
+    assert calibration["queries_from"] in ("held-out cases", "all labelled cases")
     predictions = body["predictions"]
     assert {p["code"] for p in predictions} == set(HAM_CODES)
     assert all(p["name"] == HAM_NAMES[p["code"]] for p in predictions)

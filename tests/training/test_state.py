@@ -104,6 +104,26 @@ def test_comparable_config_ignores_where_and_how_a_run_executes() -> None:
     assert comparable_config(base) != comparable_config(small_config(lr=0.1).to_dict())
 
 
+def test_a_state_saved_before_newer_keys_existed_still_resumes(tmp_path: Path) -> None:
+    """A config saved without keys added since (at their defaults now) is the same run."""
+    cfg = small_config()
+    net, adam, sampler = run_parts(cfg, seed=1)
+    parts = {"net": net, "optimizer": adam, "sampler": sampler}
+    save_state(tmp_path, cfg, Progress(2, {}, []), **parts)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    old = state["config"]
+    for key in ("distill_targets", "geometry_temperature"):
+        del old["loss"][key]
+    old["phases"] = [{k: v for k, v in p.items() if k != "geometry"} for p in old["phases"]]
+    torch.save(state, tmp_path / STATE_FILE)
+    assert load_state(tmp_path, cfg, CPU, **parts).next_epoch == 2
+    # a key that is not a default of today's config is still a difference
+    state["config"]["loss"]["distill_targets"] = "hard"
+    torch.save(state, tmp_path / STATE_FILE)
+    with pytest.raises(TrainingError, match=r"differs .* \['loss'\]"):
+        load_state(tmp_path, cfg, CPU, **parts)
+
+
 def test_metrics_are_appended_then_rewritten_from_the_history(tmp_path: Path) -> None:
     for epoch in (1, 2, 3):
         append_metrics(tmp_path, {"epoch": epoch})

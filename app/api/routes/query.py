@@ -240,6 +240,8 @@ def index_out(runtime: CollectionRuntime) -> QueryIndexOut:
             pairs=calibration.pairs,
             neighbours=calibration.neighbours,
             base_rate=calibration.base_rate,
+            queries_from=calibration.queries_from,
+            reads=calibration.reads,
         ),
     )
 
