@@ -10,6 +10,7 @@ that was cut short. Both are replaced atomically (:mod:`files.atomic`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,9 @@ def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
     The dict is first rebuilt through :class:`TrainConfig`, so a config saved before a key
     existed compares equal to one with that key at its default.
     """
-    try:
+    # a key that no longer exists, say: compared as saved, and found different
+    with contextlib.suppress(TrainConfigError, TypeError, ValueError):
         cfg = config_from_dict(cfg).to_dict()
-    except (TrainConfigError, TypeError, ValueError):
-        pass  # a key that no longer exists, say: compared as saved, and found different
     out = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
     out["data"] = {k: v for k, v in cfg.get("data", {}).items() if k not in RUNTIME_DATA_KEYS}
     return out
