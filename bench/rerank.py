@@ -21,12 +21,8 @@ reported.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
-import torch
-from score_figures import REPO, embedded
+from score_figures import embedded, parse_arguments
 
 from archives.records import Sample
 from labels import Task
@@ -63,12 +59,7 @@ def macro(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ham10000")
-    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "score-figures")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+    args = parse_arguments(__doc__)
     splits = embedded(args.checkpoint, args.data, args.cache)
     gallery, g_samples = splits["train"]
     codes = sorted({s.labels[0] for s in g_samples if s.labels})

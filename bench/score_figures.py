@@ -32,7 +32,6 @@ The choice (centre or not) is made on validation; the test split is reported.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +50,10 @@ from indexer.embedding import embed_samples
 from indexer.vectors.space import centre_of, centred
 from labels import Task
 from metrics.retrieval import rank_gallery, relevance_matrix, retrieval_scores
-from model.checkpoint import load_checkpoint
+from model.checkpoint import file_sha256, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
-
-
-def checkpoint_digest(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def embedded(
@@ -68,7 +62,7 @@ def embedded(
     """Split → (unit embeddings, their samples), from the cache or embedded now."""
     archive = read_archive(data)
     cache.mkdir(parents=True, exist_ok=True)
-    stem = f"scores-{checkpoint_digest(checkpoint)[:16]}-{data.name}"
+    stem = f"scores-{file_sha256(checkpoint)[:16]}-{data.name}"
     loaded = None
     out: dict[str, tuple[np.ndarray, list[Sample]]] = {}
     for split in SPLITS:
@@ -129,13 +123,20 @@ def row(split: str, name: str, found: dict[str, float], extra: str = "") -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_arguments(doc: str) -> argparse.Namespace:
+    """--checkpoint, --data and --cache, shared with bench/rerank.py (its first line of
+    ``doc`` is the description)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ham10000")
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "score-figures")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    return args
+
+
+def main() -> None:
+    args = parse_arguments(__doc__)
     task = Task(load_checkpoint(args.checkpoint, torch.device("cpu")).meta.model.task)
     splits = embedded(args.checkpoint, args.data, args.cache)
     gallery_vectors, gallery_samples = splits["train"]

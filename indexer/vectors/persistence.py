@@ -67,20 +67,27 @@ def save_index(
         sidecar_tmp.write_text(sidecar_json(record), encoding="utf-8")
 
 
+def checked_file(path: Path, sidecar: Mapping[str, Any], kind: str) -> Path:
+    """``path``, refused when missing or when its size or SHA-256 differs from the
+    sidecar's ``<kind>_bytes`` / ``<kind>_sha256``."""
+    if not path.is_file():
+        raise VectorIndexError(f"{path} is missing (the sidecar {SIDECAR_FILE} names it)")
+    size = path.stat().st_size
+    recorded = sidecar[f"{kind}_bytes"]
+    if size != recorded or file_sha256(path) != sidecar[f"{kind}_sha256"]:
+        raise VectorIndexError(
+            f"{path} is corrupt or does not belong to its sidecar: its size ({size} bytes) or "
+            f"SHA-256 differs from the recorded ({recorded} bytes)"
+        )
+    return path
+
+
 def read_scores(folder: Path, sidecar: Mapping[str, Any]) -> dict[str, Any]:
     """``scores.json`` checked against the sidecar's size and SHA-256 (``{}`` for a
     format-1 folder, which has none: no centre, no match-probability table)."""
     if "scores_sha256" not in sidecar:
         return {}
-    path = Path(folder) / SCORES_FILE
-    if not path.is_file():
-        raise VectorIndexError(f"{path} is missing (the sidecar {SIDECAR_FILE} names it)")
-    size = path.stat().st_size
-    if size != sidecar["scores_bytes"] or file_sha256(path) != sidecar["scores_sha256"]:
-        raise VectorIndexError(
-            f"{path} is corrupt or does not belong to its sidecar: its size ({size} bytes) or "
-            f"SHA-256 differs from the recorded ({sidecar['scores_bytes']} bytes)"
-        )
+    path = checked_file(Path(folder) / SCORES_FILE, sidecar, "scores")
     try:
         scores = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -92,15 +99,7 @@ def read_scores(folder: Path, sidecar: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_index_file(folder: Path, sidecar: Mapping[str, Any]) -> Any:
     """Read ``index.faiss``, checking size, hash, dimension, count and metric vs the sidecar."""
-    path = folder / INDEX_FILE
-    if not path.is_file():
-        raise VectorIndexError(f"{path} is missing (the sidecar {SIDECAR_FILE} is there)")
-    size = path.stat().st_size
-    if size != sidecar["index_bytes"] or file_sha256(path) != sidecar["index_sha256"]:
-        raise VectorIndexError(
-            f"{path} is corrupt or does not belong to its sidecar: its size ({size} bytes) or "
-            f"SHA-256 differs from the recorded ({sidecar['index_bytes']} bytes)"
-        )
+    path = checked_file(folder / INDEX_FILE, sidecar, "index")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as err:
