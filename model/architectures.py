@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from model.config import ModelConfig
-from model.efficientnet import EfficientNetLite0
+from model.efficientnet import STEM_OUT_CHANNELS, EfficientNetLite0, LiteStem
 from model.vit import MultiScaleViT
 
 Network: TypeAlias = MultiScaleViT | EfficientNetLite0
@@ -23,4 +23,6 @@ def build_model(cfg: ModelConfig) -> Network:
     """A freshly initialised network for ``cfg``."""
     if cfg.architecture == "efficientnet_lite0":
         return EfficientNetLite0(cfg)
+    if cfg.stem == "efficientnet_lite0":
+        return MultiScaleViT(cfg, stem=LiteStem(cfg.in_channels), stem_channels=STEM_OUT_CHANNELS)
     return MultiScaleViT(cfg)

@@ -33,6 +33,12 @@ VARIANTS: dict[str, Variant] = {
 ARCHITECTURES = ("vit", "efficientnet_lite0")
 """Networks a checkpoint can describe (:func:`model.architectures.build_model` builds them)."""
 
+STEMS = ("patch", "efficientnet_lite0")
+"""How a ViT turns an image into patch tokens: one linear projection per 16-px patch
+(``patch``), or EfficientNet-Lite0's first 11 blocks (stride 16) and a 1×1 projection of
+their feature map, the hybrid ViT of Dosovitskiy et al. (2021, §3.1)."""
+STEM_STRIDE = 16  # the feature map of the EfficientNet-Lite0 stem is 1/16 of the image
+
 
 class ConfigError(ValueError):
     """A configuration that cannot describe a valid network."""
@@ -48,7 +54,7 @@ class ModelConfig:
     ``image_size`` is the (height, width) the preprocessing produces; the positional
     table is laid out for it (``image_size // patch_size`` cells per side) and other
     sizes are interpolated. ``multiscale=False`` is the plain single-scale ViT/16 of
-    the paper's ablation.
+    the paper's ablation. ``stem`` (:data:`STEMS`) says how patches become tokens.
     """
 
     num_classes: int
@@ -68,11 +74,21 @@ class ModelConfig:
     dropout: float = 0.1
     attn_dropout: float = 0.0
     architecture: str = "vit"
+    stem: str = "patch"
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}"
+            )
+        if self.stem not in STEMS:
+            raise ConfigError(f"unknown stem {self.stem!r}; choose one of {list(STEMS)}")
+        if self.stem != "patch" and self.architecture != "vit":
+            raise ConfigError(f"a {self.stem} stem is for the ViT, not {self.architecture}")
+        if self.stem != "patch" and self.patch_size % STEM_STRIDE:
+            raise ConfigError(
+                f"patch_size {self.patch_size} is not a multiple of the {self.stem} stem's "
+                f"stride {STEM_STRIDE}"
             )
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")

@@ -36,6 +36,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from model.config import ModelConfig
+from model.pretrained import PretrainedWeightsError as ReadError
+from model.pretrained import read_state_dict
 from model.vit import ClassifierHead, EmbeddingHead, ModelOutput
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,26 @@ class InvertedResidual(nn.Module):
         return y
 
 
+BLOCKS = sum(stage[-1] for stage in LITE0_STAGES)  # 16
+
+
+def lite_blocks(count: int = BLOCKS) -> tuple[nn.ModuleList, int]:
+    """The first ``count`` inverted-residual blocks of :data:`LITE0_STAGES`, with the
+    drop-connect rates of the whole network's schedule, and the channels they end with."""
+    blocks: list[nn.Module] = []
+    c_in = STEM_CHANNELS
+    for expand, kernel, stride, c_out, repeats in LITE0_STAGES:
+        for i in range(repeats):
+            if len(blocks) == count:
+                return nn.ModuleList(blocks), c_in
+            rate = DROP_CONNECT_RATE * len(blocks) / BLOCKS
+            blocks.append(
+                InvertedResidual(c_in, c_out, expand, kernel, stride if i == 0 else 1, rate)
+            )
+            c_in = c_out
+    return nn.ModuleList(blocks), c_in
+
+
 class LiteBackbone(nn.Module):
     """Stem, the 16 blocks of :data:`LITE0_STAGES` and the head convolution; pooled output."""
 
@@ -147,17 +169,7 @@ class LiteBackbone(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(in_channels, STEM_CHANNELS, 3, stride=2)
         self._bn0 = batch_norm(STEM_CHANNELS)
-        total = sum(stage[-1] for stage in LITE0_STAGES)
-        blocks: list[nn.Module] = []
-        c_in = STEM_CHANNELS
-        for expand, kernel, stride, c_out, repeats in LITE0_STAGES:
-            for i in range(repeats):
-                rate = DROP_CONNECT_RATE * len(blocks) / total
-                blocks.append(
-                    InvertedResidual(c_in, c_out, expand, kernel, stride if i == 0 else 1, rate)
-                )
-                c_in = c_out
-        self._blocks = nn.ModuleList(blocks)
+        self._blocks, c_in = lite_blocks()
         self._conv_head = SameConv2d(c_in, FEATURE_DIM, 1)
         self._bn1 = batch_norm(FEATURE_DIM)
 
@@ -168,6 +180,43 @@ class LiteBackbone(nn.Module):
             x = block(x)  # (B, 320, H/32, W/32) after the last
         x = F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
         return x.mean(dim=(2, 3))
+
+
+STEM_BLOCKS = 11
+"""Blocks of the convolutional stem of a hybrid ViT: stages 1-5, ending at stride 16."""
+STEM_OUT_CHANNELS = 112
+
+
+class LiteStem(nn.Module):
+    """The first :data:`STEM_BLOCKS` blocks of EfficientNet-Lite0 (stride 16, 112 channels):
+    the convolutional stem of the hybrid multi-scale ViT (``ModelConfig.stem``). Images
+    (B, C, H, W) → feature maps (B, 112, ⌈H/16⌉, ⌈W/16⌉). Names as in the ImageNet state
+    dict, so :func:`load_stem_weights` loads its part of that file by name."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(in_channels, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = batch_norm(STEM_CHANNELS)
+        self._blocks, c_out = lite_blocks(STEM_BLOCKS)
+        assert c_out == STEM_OUT_CHANNELS
+        init_convolutions(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
+        for block in self._blocks:
+            x = block(x)
+        return x  # (B, 112, H/16, W/16)
+
+
+def init_convolutions(module: nn.Module) -> None:
+    """He-normal (fan-out) convolutions and unit batch norms, as EfficientNet initialises."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.out_channels // m.groups * math.prod(m.kernel_size)
+            nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class EfficientNetLite0(nn.Module):
@@ -187,14 +236,9 @@ class EfficientNetLite0(nn.Module):
 
     def init_weights(self) -> None:
         """He-normal (fan-out) convolutions, unit batch norms; heads as the ViT's."""
+        init_convolutions(self)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.out_channels // module.groups * math.prod(module.kernel_size)
-                nn.init.normal_(module.weight, std=math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
@@ -279,3 +323,33 @@ def imagenet_classifier(path: str | os.PathLike[str] | None = None) -> nn.Module
     fc = nn.Linear(FEATURE_DIM, state["_fc.weight"].shape[0])
     fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
     return nn.Sequential(backbone, fc).eval()
+
+
+def load_stem_weights(stem: LiteStem, path: str | os.PathLike[str] | None = None) -> None:
+    """Load a hybrid ViT's stem strictly from EfficientNet-Lite0 weights: the packaged
+    ImageNet state dict (``path`` None), a state dict of that layout, or a medret checkpoint
+    of an EfficientNet-Lite0 (e.g. the fine-tuned teacher; its ``backbone.`` prefix is
+    dropped). Every stem tensor must be there with its shape; the later blocks, the head
+    and any classifier are not used."""
+    if path is None:
+        state = read_imagenet_state()
+    else:
+        try:
+            state = read_state_dict(path)
+        except ReadError as exc:
+            raise PretrainedWeightsError(str(exc)) from exc
+    ours = stem.state_dict()
+    missing = sorted(k for k in ours if k not in state)
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(ours[k].shape)})"
+        for k in ours
+        if k in state and state[k].shape != ours[k].shape
+    )
+    if missing or wrong:
+        problems = [f"missing: {', '.join(missing[:5])}"] if missing else []
+        problems += [f"wrong shape: {', '.join(wrong[:5])}"] if wrong else []
+        raise PretrainedWeightsError(
+            f"{path or IMAGENET_WEIGHTS} holds no EfficientNet-Lite0 stem: " + "; ".join(problems)
+        )
+    stem.load_state_dict({k: state[k] for k in ours})
+    log.info("hybrid ViT stem loaded from %s", path or IMAGENET_WEIGHTS)

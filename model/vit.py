@@ -5,6 +5,9 @@ Forward pass, stage by stage::
     image (B, 3, H, W)
       → pyramid: the image and its 2× average-pooled copies while the smallest side > 16 px
       → every scale cut into 16×16 patches by ONE shared linear patch embedding
+        (hybrid stem, ``cfg.stem="efficientnet_lite0"``: the image → EfficientNet-Lite0's
+        first 11 blocks → a stride-16 feature map; the pyramid is that map and its 2×
+        average-pooled copies, each cell projected by one shared 1×1 convolution)
       → + 3-D positional encoding of (scale level, x, y)
       → [CLS] prepended → pre-norm encoder blocks → final LayerNorm
       → [CLS] → feed-forward → L2-normalised embedding (retrieval, metric losses)
@@ -28,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from labels import Task
-from model.config import ModelConfig
+from model.config import STEM_STRIDE, ModelConfig
 
 
 def pyramid_sizes(
@@ -194,10 +197,22 @@ class MultiScaleViT(nn.Module):
     directly (see :mod:`model.pretrained`).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(
+        self, cfg: ModelConfig, stem: nn.Module | None = None, stem_channels: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_channels, cfg.width)
+        if (stem is None) != (cfg.stem == "patch"):
+            raise ValueError(
+                f"a {cfg.stem!r} stem needs its module (model.architectures.build_model)"
+            )
+        self.stem = stem
+        self.stem_stride = 1 if stem is None else STEM_STRIDE
+        self.patch_embed = PatchEmbed(  # a stem's map: (patch_size / stride)-cell patches
+            cfg.patch_size // self.stem_stride,
+            cfg.in_channels if stem is None else stem_channels,
+            cfg.width,
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos = ScalePositionEncoding(cfg.width, cfg.grid_size, cfg.max_scales)
         self.pos_drop = nn.Dropout(cfg.dropout)
@@ -240,13 +255,17 @@ class MultiScaleViT(nn.Module):
                 f"a {x.shape[-2]}x{x.shape[-1]} input makes {len(sizes)} scales, "
                 f"more than max_scales={cfg.max_scales}"
             )
+        if self.stem is not None:  # the pyramid is built on the stem's feature map
+            x = self.stem(x)  # (B, C', ⌈H/s⌉, ⌈W/s⌉)
+        cells = cfg.patch_size // self.stem_stride
         tokens = []
         for level, size in enumerate(sizes):
             if level:
                 x = F.avg_pool2d(x, kernel_size=2)  # (B, C, H/2^l, W/2^l), floored
             patches = (size[0] // cfg.patch_size, size[1] // cfg.patch_size)
             pos = self.pos(level, patches, size, cfg.patch_size)  # (n_l, D)
-            tokens.append(self.patch_embed(x) + pos.to(x.dtype))
+            x_l = x[..., : patches[0] * cells, : patches[1] * cells]  # whole patches only
+            tokens.append(self.patch_embed(x_l) + pos.to(x.dtype))
         return tokens
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
