@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import yaml
 
+from labels import Task
 from model.config import ConfigError, ModelConfig
 from training.augment import AugmentConfig
 from training.losses import LossWeights
@@ -48,6 +49,32 @@ class ModelSection:
     pretrained: str | None = None
     # "vit", "efficientnet_lite0", or "cnn" (the ResNet-18-style baseline of the ablation)
     architecture: str = "vit"
+    # the ViT's patch embedding: "patch" (linear, 16-px patches) or "efficientnet_lite0"
+    # (the hybrid ViT: EfficientNet-Lite0's first 11 blocks, then a 1×1 projection; its
+    # weights come from ``pretrained``: efficientnet_lite0_imagenet or an EfficientNet-Lite0
+    # checkpoint such as the recipe's teacher)
+    stem: str = "patch"
+    # the stem's learning rate as a share of the schedule's (a pretrained stem may move
+    # more slowly than the fresh transformer); 1 for networks without one
+    stem_lr_scale: float = 1.0
+
+    def model_config(self, num_classes: int, task: Task = Task.SINGLE_LABEL) -> ModelConfig:
+        """The network's :class:`ModelConfig` for this section (the CNN baseline, which has
+        none of its own, is described by the ViT fields)."""
+        overrides: dict[str, Any] = {
+            "image_size": self.image_size,
+            "embed_dim": self.embed_dim,
+            "multiscale": self.multiscale,
+            "dropout": self.dropout,
+            "task": task,
+        }
+        if self.depth is not None:
+            overrides["depth"] = self.depth
+        if self.architecture == "efficientnet_lite0":
+            overrides["architecture"] = self.architecture
+        if self.stem != "patch":
+            overrides["stem"] = self.stem
+        return ModelConfig.from_variant(self.variant, num_classes=num_classes, **overrides)
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,10 @@ class TrainConfig:
     batches_per_epoch: int | None = None  # None: one pass over the training split's size
     eval_batch_size: int = 128
     select_metric: str = "auto"  # "macro_f1", "macro_map", or auto: F1 one-label, mAP multi-label
+    # what validation queries are searched against each epoch: the training split (the
+    # service's situation) or the validation split itself (leave-one-out; 5x fewer images
+    # to embed on HAM10000, for recipes that select on macro F1)
+    val_gallery: str = "train"
     out_dir: str = "runs/train"
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
@@ -120,6 +151,8 @@ class TrainConfig:
             (self.batch_size >= 2, "batch_size must be at least 2 (metric losses need pairs)"),
             (self.lr > 0, "lr must be positive"),
             (self.sampler in ("balanced", "shuffle"), "sampler is 'balanced' or 'shuffle'"),
+            (self.val_gallery in ("train", "val"), "val_gallery is 'train' or 'val'"),
+            (self.model.stem_lr_scale > 0, "model.stem_lr_scale must be positive"),
             (
                 self.select_metric in ("auto", "macro_f1", "macro_map"),
                 "select_metric is 'auto', 'macro_f1' or 'macro_map'",
@@ -129,10 +162,15 @@ class TrainConfig:
                 "model.architecture is 'vit', 'efficientnet_lite0' or 'cnn'",
             ),
             (
+                self.model.stem in ("patch", "efficientnet_lite0"),
+                f"unknown stem {self.model.stem!r}: model.stem is 'patch' or 'efficientnet_lite0'",
+            ),
+            (
                 self.model.pretrained != "efficientnet_lite0_imagenet"
-                or self.model.architecture == "efficientnet_lite0",
+                or self.model.architecture == "efficientnet_lite0"
+                or self.model.stem == "efficientnet_lite0",
                 "model.pretrained efficientnet_lite0_imagenet needs "
-                "model.architecture efficientnet_lite0",
+                "model.architecture efficientnet_lite0 or model.stem efficientnet_lite0",
             ),
             (self.loss.mining in ("semihard", "hard"), "loss.mining is 'semihard' or 'hard'"),
             (
@@ -168,18 +206,8 @@ class TrainConfig:
 
     def _check_model_and_phases(self) -> None:
         """Build what the run will build, so that a bad value fails now, not after decoding."""
-        m = self.model
-        overrides: dict[str, Any] = {
-            "image_size": m.image_size,
-            "embed_dim": m.embed_dim,
-            "dropout": m.dropout,
-        }
-        if m.depth is not None:
-            overrides["depth"] = m.depth
-        if m.architecture == "efficientnet_lite0":
-            overrides["architecture"] = m.architecture
         try:
-            ModelConfig.from_variant(m.variant, num_classes=2, **overrides)
+            self.model.model_config(num_classes=2)
         except ConfigError as exc:
             raise TrainConfigError(f"model: {exc}") from exc
         for i, phase in enumerate(self.phases, 1):

@@ -237,7 +237,7 @@ class Trainer:
             self.net,
             self.data,
             "val",
-            "train",
+            self.cfg.val_gallery,
             self.task,
             self.pre,
             self.device,

@@ -6,14 +6,16 @@ A recipe file is YAML with ``stages`` and ``serve``::
 
     stages:
       - {name: teacher, config: teacher_cpu.yaml}
-      - {name: student, config: student_cpu.yaml, teacher: teacher}
-    serve: teacher   # the stage whose best checkpoint the recipe hands on
+      - {name: student, config: student_cpu.yaml, teacher: teacher, init: teacher}
+    serve: student   # the stage whose best checkpoint the recipe hands on
 
 ``config`` paths are relative to the recipe file. Stage ``name`` trains into
 ``<out>/<name>``; ``--set`` overrides and the literal settings (data path, device, cache)
 apply to every stage; a stage with ``teacher`` has its ``loss.teacher`` set to that stage's
-``best.safetensors``. ``serve`` is what ``medret demo`` indexes and serves (``--stage``
-picks another). A config file without ``stages`` is a one-stage run, as before.
+``best.safetensors``, and a stage with ``init`` its ``model.pretrained`` (the weights it
+starts from: for the hybrid ViT, its convolutional stem). ``serve`` is what ``medret demo``
+indexes and serves (``--stage`` picks another). A config file without ``stages`` is a
+one-stage run, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class Stage:
     name: str
     config: Path
     teacher: str | None = None
+    init: str | None = None  # the stage whose best checkpoint this one starts from
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The earlier stages this one learns from or starts from, each once, in order."""
+        return tuple(dict.fromkeys(s for s in (self.teacher, self.init) if s is not None))
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def load_recipe(path: str | Path) -> Recipe:
     for i, raw in enumerate(data["stages"], 1):
         if not isinstance(raw, dict):
             raise TrainConfigError(f"{where}: stage {i} must be a mapping")
-        extra = set(raw) - {"name", "config", "teacher"}
+        extra = set(raw) - {"name", "config", "teacher", "init"}
         if extra:
             raise TrainConfigError(f"{where}: stage {i} has unknown key(s) {sorted(extra)}")
         name, config = raw.get("name"), raw.get("config")
@@ -112,12 +120,17 @@ def load_recipe(path: str | Path) -> Recipe:
         config_path = (path.parent / config).resolve()
         if not config_path.is_file():
             raise TrainConfigError(f"{where}: stage {name!r}: {config_path} does not exist")
-        teacher = raw.get("teacher")
-        if teacher is not None and not any(s.name == teacher for s in stages):
-            raise TrainConfigError(
-                f"{where}: stage {name!r} learns from {teacher!r}, which is not an earlier stage"
-            )
-        stages.append(Stage(name, config_path, teacher))
+        teacher, init = raw.get("teacher"), raw.get("init")
+        for key, source, verb in (
+            ("teacher", teacher, "learns from"),
+            ("init", init, "starts from"),
+        ):
+            if source is not None and not any(s.name == source for s in stages):
+                raise TrainConfigError(
+                    f"{where}: stage {name!r} {verb} {source!r} ({key}), "
+                    "which is not an earlier stage"
+                )
+        stages.append(Stage(name, config_path, teacher, init))
     if not stages:
         raise TrainConfigError(f"{where} has no stages")
     serve = data.get("serve", stages[-1].name)
@@ -141,6 +154,8 @@ def stage_runs(
         literal["out_dir"] = str(out / stage.name)
         if stage.teacher is not None:
             literal["loss.teacher"] = str(out / stage.teacher / BEST_FILE)
+        if stage.init is not None:
+            literal["model.pretrained"] = str(out / stage.init / BEST_FILE)
         try:
             cfg = load_config(stage.config, list(overrides), strings=literal)
         except TrainConfigError as exc:
@@ -156,15 +171,14 @@ def train_stages(
     train_one: Callable[[StageRun, int], Any],
 ) -> list[Any]:
     """Train ``runs`` in order with ``train_one(run, number)``; a later stage starts only
-    after the one it learns from exported its best checkpoint."""
+    after the ones it learns or starts from exported their best checkpoints."""
     results = []
     for number, run in enumerate(runs, 1):
-        teacher = run.stage.teacher
-        if teacher is not None:
-            source = next(r for r in runs if r.stage.name == teacher)
+        for name in run.stage.sources:
+            source = next(r for r in runs if r.stage.name == name)
             if not source.best_path.is_file():
                 raise TrainConfigError(
-                    f"stage {run.stage.name!r} learns from {teacher!r}, which exported no "
+                    f"stage {run.stage.name!r} learns from {name!r}, which exported no "
                     f"best checkpoint ({source.best_path})"
                 )
         results.append(train_one(run, number))

@@ -24,7 +24,9 @@ from model.efficientnet import (
     INPUT_MEAN,
     INPUT_STD,
     EfficientNetLite0,
+    LiteStem,
     load_imagenet_weights,
+    load_stem_weights,
 )
 from model.pretrained import load_pretrained_vit
 from training.cnn import ResNet18Like
@@ -44,9 +46,10 @@ CNN_BASE_WIDTH = {"tiny": 16, "small": 32, "base": 64}
 
 def preprocessing(cfg: TrainConfig) -> PreprocessConfig:
     """The square canvas of the config's image size, with the standard normalisation (the
-    [-1, 1] one its ImageNet weights expect for EfficientNet-Lite0)."""
+    [-1, 1] one its ImageNet weights expect for EfficientNet-Lite0 and for the hybrid ViT
+    whose stem is taken from it)."""
     size = (cfg.model.image_size, cfg.model.image_size)
-    if cfg.model.architecture == "efficientnet_lite0":
+    if "efficientnet_lite0" in (cfg.model.architecture, cfg.model.stem):
         return PreprocessConfig(image_size=size, mean=INPUT_MEAN, std=INPUT_STD)
     return PreprocessConfig(image_size=size)
 
@@ -54,29 +57,23 @@ def preprocessing(cfg: TrainConfig) -> PreprocessConfig:
 def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Module, ModelConfig]:
     """The ViT of the config (optionally from pretrained ViT/16 weights), EfficientNet-Lite0
     (optionally from the packaged ImageNet weights, ``pretrained: efficientnet_lite0_imagenet``,
-    or a state dict of the same layout at a path), or the CNN baseline."""
+    or a state dict of the same layout at a path), the hybrid ViT (its stem from either of
+    those, or from an EfficientNet-Lite0 checkpoint), or the CNN baseline."""
     m = cfg.model
-    overrides: dict[str, Any] = {
-        "image_size": m.image_size,
-        "embed_dim": m.embed_dim,
-        "multiscale": m.multiscale,
-        "dropout": m.dropout,
-        "task": task,
-    }
-    if m.depth is not None:
-        overrides["depth"] = m.depth
-    if m.architecture == "efficientnet_lite0":
-        overrides["architecture"] = m.architecture
-    model_cfg = ModelConfig.from_variant(m.variant, num_classes=num_classes, **overrides)
+    model_cfg = m.model_config(num_classes, task)
     if m.architecture == "cnn":
         base = CNN_BASE_WIDTH.get(m.variant, 32)
         return ResNet18Like(
             num_classes, embed_dim=m.embed_dim, base_width=base, dropout=m.dropout
         ), model_cfg
     net = build_model(model_cfg)
+    weights = None if m.pretrained == IMAGENET_WEIGHTS else m.pretrained
     if isinstance(net, EfficientNetLite0):
         if m.pretrained:
-            load_imagenet_weights(net, None if m.pretrained == IMAGENET_WEIGHTS else m.pretrained)
+            load_imagenet_weights(net, weights)
+    elif isinstance(net.stem, LiteStem):
+        if m.pretrained:
+            load_stem_weights(net.stem, weights)
     elif m.pretrained:
         load_pretrained_vit(net, m.pretrained)
     return net, model_cfg
@@ -88,7 +85,7 @@ def initial_network(
     """The network on ``device`` with the seed's initial weights (the same on every rank)."""
     torch.manual_seed(cfg.seed)
     net, model_cfg = build_network(cfg, len(labels.codes), task)
-    if cfg.model.architecture in ("efficientnet_lite0", "cnn"):
+    if cfg.model.architecture in ("efficientnet_lite0", "cnn") or cfg.model.stem != "patch":
         # Convolutions train 1.4-1.8x faster on CPU with channels-last weights (measured on
         # EfficientNet-Lite0 at 160 px, 2 cores); the saved checkpoint is contiguous again.
         # (torch's type stubs lack the memory_format keyword of Module.to.)
@@ -126,8 +123,19 @@ def phase_schedule(cfg: TrainConfig) -> PhaseSchedule:
 
 
 def optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam over every parameter of the network (the schedule sets its learning rate)."""
-    return make_adam(net.parameters(), cfg.lr)
+    """Adam over every parameter of the network (the schedule sets its learning rate); a
+    hybrid ViT's stem at ``model.stem_lr_scale`` times it."""
+    stem = getattr(net, "stem", None)
+    scale = cfg.model.stem_lr_scale
+    if not isinstance(stem, nn.Module) or scale == 1.0:
+        return make_adam(net.parameters(), cfg.lr)
+    inside = {id(p) for p in stem.parameters()}
+    rest = [p for p in net.parameters() if id(p) not in inside]
+    groups: list[dict[str, Any]] = [
+        {"params": list(stem.parameters()), "lr_scale": scale},
+        {"params": rest},
+    ]
+    return make_adam(groups, cfg.lr)
 
 
 def batch_sampler(

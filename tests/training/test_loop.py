@@ -298,3 +298,27 @@ def test_torchrun_two_processes(tiny_manifest: Path, tmp_path: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]  # one writer, no duplicates
     assert load_checkpoint(out / "best.safetensors").meta.training["epoch"] >= 1
     assert proc.stdout.count("best checkpoint:") == 1
+
+
+def test_validation_can_search_the_validation_split_itself(
+    tiny_manifest: Path, tmp_path: Path
+) -> None:
+    """``val_gallery: val``: each epoch embeds the validation images only (leave-one-out)."""
+    trainers = {
+        gallery: Trainer(
+            load_config(
+                None,
+                tiny_overrides(
+                    tiny_manifest, tmp_path / gallery, tmp_path / "cache", val_gallery=gallery
+                ),
+            ),
+            progress=False,
+        )
+        for gallery in ("train", "val")
+    }
+    counts = {gallery: t.validate()[1]["counts"] for gallery, t in trainers.items()}
+    sizes = {split: len(d.samples) for split, d in trainers["val"].data.splits.items()}
+    assert counts["train"]["gallery"] == sizes["train"]
+    assert counts["val"]["gallery"] == sizes["val"] == counts["val"]["queries"]
+    with pytest.raises(ValueError, match="val_gallery is 'train' or 'val'"):
+        load_config(None, ["val_gallery=test"])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint
 from training.config import TrainConfigError
@@ -35,13 +36,18 @@ def write(path: Path, text: str) -> Path:
 def test_the_quality_recipe_distils_its_student_from_its_teacher(tmp_path: Path) -> None:
     recipe = load_recipe(REPO / "configs" / "quality_cpu.yaml")
     assert [s.name for s in recipe.stages] == ["teacher", "student"]
-    assert recipe.serve == "teacher"
+    assert recipe.serve == "student"
     teacher, student = stage_runs(recipe, tmp_path / "out", ["data.path=/x"], {"device": "cpu"})
     assert teacher.config.model.architecture == "efficientnet_lite0"
-    assert student.config.model.architecture == "vit"
+    assert (student.config.model.architecture, student.config.model.stem) == (
+        "vit",
+        "efficientnet_lite0",
+    )
     assert Path(teacher.config.out_dir) == tmp_path / "out" / "teacher"
-    assert student.config.loss.teacher == str(tmp_path / "out" / "teacher" / "best.safetensors")
+    best = str(tmp_path / "out" / "teacher" / "best.safetensors")
+    assert student.config.loss.teacher == student.config.model.pretrained == best
     assert student.config.device == teacher.config.device == "cpu"
+    assert recipe.stage("student").sources == ("teacher",)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +62,7 @@ def test_the_quality_recipe_distils_its_student_from_its_teacher(tmp_path: Path)
         ("stages: [{name: a, config: one.yaml, teacher: b}]", "not an earlier stage"),
         ("stages: [{name: a, config: one.yaml}]\nserve: z", "no stage 'z'"),
         ("stages: [{name: a, config: one.yaml, when: now}]", "unknown key"),
+        ("stages: [{name: a, config: one.yaml, init: a}]", "starts from 'a' \\(init\\)"),
     ],
 )
 def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -112,3 +119,38 @@ def test_medret_train_runs_every_stage_in_order(tmp_path: Path, tiny_manifest: P
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "the recipe serves student" in resumed.stdout
+
+
+def test_a_stage_can_start_from_an_earlier_one(tmp_path: Path, tiny_manifest: Path) -> None:
+    """``init: teacher``: the hybrid ViT's stem starts from the fine-tuned EfficientNet."""
+    write(
+        tmp_path / "teacher.yaml",
+        "model: {architecture: efficientnet_lite0}\nphases: [{epochs: 1, ce: 1.0}]\n",
+    )
+    write(  # a learning rate too small to move the weights: they are the teacher's
+        tmp_path / "student.yaml",
+        "model: {variant: tiny, depth: 1, stem: efficientnet_lite0}\n"
+        "phases: [{epochs: 1, ce: 1.0, distill: 1.0}]\nlr: 1.0e-12\n",
+    )
+    recipe = write(
+        tmp_path / "recipe.yaml",
+        "stages:\n"
+        "  - {name: teacher, config: teacher.yaml}\n"
+        "  - {name: student, config: student.yaml, teacher: teacher, init: teacher}\n"
+        "serve: student\n",
+    )
+    runs = stage_runs(load_recipe(recipe), tmp_path / "out")
+    assert runs[1].config.model.pretrained == str(tmp_path / "out/teacher/best.safetensors")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "medret", "train", "--config", str(recipe), "--out", str(out)]
+    args += ["--data", str(tiny_manifest)]
+    for o in SMALL:
+        args += ["--set", o.format(cache=tmp_path / "cache")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher = load_checkpoint(out / "teacher" / "best.safetensors").model.state_dict()
+    student = load_checkpoint(out / "student" / "best.safetensors")
+    assert student.meta.model.stem == "efficientnet_lite0"
+    weights = student.model.state_dict()
+    for key in ("_conv_stem.weight", "_blocks.10._project_conv.weight"):
+        assert torch.allclose(weights[f"stem.{key}"], teacher[f"backbone.{key}"], atol=1e-6)
