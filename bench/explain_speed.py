@@ -2,8 +2,10 @@
 
     python bench/explain_speed.py [--rounds 7] [--threads 2]
 
-For the CPU recipe (tiny, 4 blocks, 96 px; ``configs/cpu_recipe.yaml``) and the small
-224-px model, freshly initialised, one random query canvas and one random case canvas:
+For the CPU recipe (tiny, 4 blocks, 96 px; ``configs/cpu_recipe.yaml``), the quality
+recipe's hybrid student (EfficientNet-Lite0 stem, tiny, 4 blocks, 128 px;
+``configs/student_cpu.yaml``) and the small 224-px model, freshly initialised, one random
+query canvas and one random case canvas:
 
 * embed: :func:`model.inference.infer` of the query (what ``POST /query`` spends on it);
 * one map: :func:`model.explain.explain_class` (one forward + backward);
@@ -34,12 +36,13 @@ from model.explain import explain_class, explain_similarity
 from model.inference import infer
 from model.vit import MultiScaleViT
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu_recipe.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def recipe_config() -> ModelConfig:
-    """The model of the CPU recipe, as its YAML describes it."""
-    model = dict(yaml.safe_load(RECIPE.read_text())["model"])
+def recipe_config(name: str) -> ModelConfig:
+    """The model a training config of configs/ describes (its weights' source left out)."""
+    model = dict(yaml.safe_load((CONFIGS / name).read_text())["model"])
+    model.pop("pretrained", None)
     return ModelConfig.from_variant(model.pop("variant"), num_classes=7, **model)
 
 
@@ -72,7 +75,8 @@ def bench(name: str, cfg: ModelConfig, rounds: int) -> None:
         "explanation": lambda: explain_similarity(network, query, case, prep, cpu, class_index=0),
     }
     seconds = median_seconds(work, rounds)
-    print(f"{name}: {cfg.variant}, {cfg.depth} blocks, {cfg.width} wide, {h}x{w}")
+    stem = "" if cfg.stem == "patch" else f", {cfg.stem} stem"
+    print(f"{name}: {cfg.variant}, {cfg.depth} blocks, {cfg.width} wide{stem}, {h}x{w}")
     print(f"  {'':<12} {'median ms':>10} {'× embed':>8}")
     for piece, value in seconds.items():
         print(f"  {piece:<12} {value * 1e3:>10.1f} {value / seconds['embed']:>8.2f}")
@@ -89,7 +93,8 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, {args.rounds} rounds"
     )
-    bench("CPU recipe", recipe_config(), args.rounds)
+    bench("CPU recipe", recipe_config("cpu_recipe.yaml"), args.rounds)
+    bench("quality recipe's hybrid student", recipe_config("student_cpu.yaml"), args.rounds)
     bench("small 224 px", ModelConfig.from_variant("small", num_classes=7), args.rounds)
 
 

@@ -8,11 +8,11 @@ it (``--fresh`` redoes them all):
    or a real dataset in any supported layout (``--data PATH``), read where it lies.
 2. **model** — :mod:`medret.demo_model`: the CPU recipe (``configs/cpu_recipe.yaml``) for
    the synthetic set; for ``--data`` the quality recipe (``configs/quality_cpu.yaml``: an
-   EfficientNet-Lite0 teacher, then the multi-scale ViT distilled from it), serving its
-   teacher (``--stage student`` serves the ViT); ``--config`` takes either kind of file and
-   ``--epochs`` changes the length of every phase. Trained into ``<data-dir>/demo/run``
-   (``run-<name>`` for ``--data``), reused when the data and configs are unchanged,
-   resumed when interrupted.
+   EfficientNet-Lite0 teacher, then the hybrid multi-scale ViT started and distilled from
+   it), serving the ViT (``--stage teacher`` serves the teacher); ``--config`` takes either
+   kind of file and ``--epochs`` changes the length of every phase. Trained into
+   ``<data-dir>/demo/run`` (``run-<name>`` for ``--data``), reused when the data and
+   configs are unchanged, resumed when interrupted.
 3. **index** — a full build of the collection (``demo``, or ``--collection``) with the
    indexer's own builder, skipped when the collection's active version was built with
    this checkpoint's SHA-256. Its salt of the hashed patient/lesion keys is
@@ -83,14 +83,14 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="training config or recipe of stages (default: configs/cpu_recipe.yaml of the "
         "checkout for the synthetic set, minutes; configs/quality_cpu.yaml for --data: an "
-        "EfficientNet-Lite0 teacher from ImageNet weights, then the multi-scale ViT "
-        "distilled from it, about 25 min for 3,600 training images on 2 cores)",
+        "EfficientNet-Lite0 teacher from ImageNet weights, then the hybrid multi-scale ViT "
+        "started and distilled from it, about 25 min for 3,600 training images on 2 cores)",
     )
     data.add_argument(
         "--stage",
         metavar="NAME",
         help="which stage of a recipe to index and serve (default: the recipe's own choice; "
-        "the quality recipe serves its teacher, --stage student serves the ViT)",
+        "the quality recipe serves its ViT student, --stage teacher its EfficientNet-Lite0)",
     )
     data.add_argument(
         "--epochs",

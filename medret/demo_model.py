@@ -2,10 +2,10 @@
 
 The synthetic set trains the CPU recipe (``configs/cpu_recipe.yaml``: one run, minutes).
 A real dataset (``--data``) trains the quality recipe (``configs/quality_cpu.yaml``): the
-EfficientNet-Lite0 teacher fine-tuned from its ImageNet weights, then the multi-scale ViT
-distilled from it, each stage into ``<run folder>/<stage>``; the recipe's ``serve`` stage
-(the teacher) is what the demo indexes, ``--stage student`` the other. ``--config`` takes
-either kind of file.
+EfficientNet-Lite0 teacher fine-tuned from its ImageNet weights, then the hybrid
+multi-scale ViT whose stem starts from it and which is distilled from it, each stage into
+``<run folder>/<stage>``; the recipe's ``serve`` stage (the student) is what the demo
+indexes, ``--stage teacher`` the other. ``--config`` takes either kind of file.
 
 The run folder's ``demo-run.json`` records the dataset's fingerprint, every stage's
 resolved config (minus where-it-runs keys) and, per finished stage, the SHA-256 of its
@@ -44,6 +44,7 @@ THROUGHPUT_PER_CORE = {
     "vit": (90.0, 300.0, 96),  # the CPU recipe's tiny ViT
     "cnn": (90.0, 300.0, 96),
     "efficientnet_lite0": (23.0, 60.0, 128),
+    "vit+efficientnet_lite0": (17.0, 40.0, 128),  # the hybrid ViT of the quality recipe
 }
 DECODE_IMAGES_PER_S_PER_CORE = 150.0
 
@@ -122,18 +123,25 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
         and recorded_config == as_json(wanted_config)
     )
     done: dict[str, str] = dict(recorded) if same_run else {}
-    # the teacher each finished or started stage learnt from (its best file's SHA-256)
+    # what each finished or started stage learnt or started from: the SHA-256 of the
+    # best file of each of its sources (teacher, init), comma-joined
     taught = marker.get("teachers") if same_run else None
     teachers: dict[str, str] = dict(taught) if isinstance(taught, dict) else {}
+
+    def sources_now(run: StageRun) -> str | None:
+        names = run.stage.sources
+        if any(name not in done for name in names):
+            return None
+        return ",".join(done[name] for name in names)
 
     def finished(run: StageRun) -> bool:
         sha = done.get(run.stage.name)
         if not sha or not run.best_path.is_file() or file_sha256(run.best_path) != sha:
             return False
-        teacher = run.stage.teacher
-        if teacher is None:
+        if not run.stage.sources:
             return True
-        return teacher in done and teachers.get(run.stage.name) == done[teacher]
+        learnt = sources_now(run)
+        return learnt is not None and teachers.get(run.stage.name) == learnt
 
     def save_marker() -> None:
         write_json(
@@ -148,6 +156,7 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
 
     if all(finished(r) for r in runs):
         say(2, f"model: reusing {served.best_path} (trained on this data with this config)")
+        note_heat_maps(runs, served)
         return served.best_path
     if not same_run and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -170,11 +179,11 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
             say(2, f"model: {label}reusing {run.best_path}")
             return
         out_dir = Path(run.config.out_dir)
-        teacher = run.stage.teacher
         stale = name in done  # finished once, but its best file is gone or changed
-        if teacher is not None and teachers.get(name) != done.get(teacher):
-            stale = True  # distilled from another teacher than today's
-            teachers[name] = done[teacher]
+        learnt = sources_now(run)
+        if run.stage.sources and teachers.get(name) != learnt:
+            stale = True  # distilled or started from another teacher than today's
+            teachers[name] = learnt or ""
         if stale:  # start this stage afresh
             shutil.rmtree(out_dir, ignore_errors=True)
             done.pop(name, None)
@@ -202,11 +211,16 @@ def prepare_model(args: argparse.Namespace, data: DemoData, run_dir: Path) -> Pa
             f"model: serving stage {serve!r}, {served.best_path} (all stages trained in "
             f"{duration(time.perf_counter() - started)})",
         )
+    note_heat_maps(runs, served)
+    return served.best_path
+
+
+def note_heat_maps(runs: list[StageRun], served: StageRun) -> None:
+    """Say so when the served network has no patch tokens to explain (EfficientNet-Lite0)."""
     if served.config.model.architecture != "vit":
         vit = next((r.stage.name for r in runs if r.config.model.architecture == "vit"), None)
         other = f"; --stage {vit} serves the ViT" if vit else ""
         say(2, f"model: the viewer's heat maps (/explain) need the ViT{other}")
-    return served.best_path
 
 
 def recorded_stages(marker: dict[str, Any]) -> tuple[Any, dict[str, str]]:
@@ -232,9 +246,12 @@ def describe_stage(run: StageRun) -> str:
     side = cfg.model.image_size
     phases = f"{len(cfg.phases)} phase{'s' if len(cfg.phases) > 1 else ''}"
     what = f"{phases} × {cfg.phases[0].epochs} epochs, {side} px"
+    network = cfg.model.architecture
+    if cfg.model.stem != "patch":
+        network += f" + {cfg.model.stem} stem"
     if run.stage.name == SINGLE_STAGE:
-        return f"{cfg.model.architecture} ({what})"
-    return f"{run.stage.name} = {cfg.model.architecture} ({what})"
+        return f"{network} ({what})"
+    return f"{run.stage.name} = {network} ({what})"
 
 
 def estimate(runs: list[StageRun], archive: Archive) -> str:
@@ -250,9 +267,9 @@ def estimate(runs: list[StageRun], archive: Archive) -> str:
 
     def rates(cfg: TrainConfig) -> tuple[float, float]:
         """Seconds per training image and per embedded image."""
-        train_rate, embed_rate, side = THROUGHPUT_PER_CORE.get(
-            cfg.model.architecture, THROUGHPUT_PER_CORE["vit"]
-        )
+        m = cfg.model
+        network = m.architecture if m.stem == "patch" else f"{m.architecture}+{m.stem}"
+        train_rate, embed_rate, side = THROUGHPUT_PER_CORE.get(network, THROUGHPUT_PER_CORE["vit"])
         scale = (cfg.model.image_size / side) ** 2 / cores
         return scale / train_rate, scale / embed_rate
 
@@ -260,7 +277,8 @@ def estimate(runs: list[StageRun], archive: Archive) -> str:
     for run in runs:
         cfg = run.config
         per_train, per_embed = rates(cfg)
-        per_epoch = n_train * per_train + (n_train + n_val) * per_embed
+        embedded = n_val + (n_train if cfg.val_gallery == "train" else 0)
+        per_epoch = n_train * per_train + embedded * per_embed
         seconds += cfg.total_epochs * per_epoch
         seconds += (n_train + n_val) / (DECODE_IMAGES_PER_S_PER_CORE * cores)
         teacher = next((r for r in runs if str(r.best_path) == cfg.loss.teacher), None)

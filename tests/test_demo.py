@@ -234,23 +234,27 @@ def test_demo_on_a_given_dataset_trains_and_indexes_it(tmp_path: Path) -> None:
     assert "generating" not in result.stdout
     assert "(manifest), 48 images, 6 classes" in result.stdout
     assert "CPU core" in result.stdout or "GPU" in result.stdout  # the time estimate
-    # the quality recipe: the teacher, then the ViT distilled from it; the teacher served
+    # the quality recipe: the teacher, then the hybrid ViT started and distilled from it,
+    # which is served
     assert "model: the quality recipe on " in result.stdout
     assert result.stdout.index("stage 1/2 teacher: training") < result.stdout.index(
         "stage 2/2 student: training"
     )
     run = data_dir / "demo" / "run-archive"
-    assert f"serving stage 'teacher', {run / 'teacher' / 'best.safetensors'}" in result.stdout
+    assert "student = vit + efficientnet_lite0 stem (3 phases" in result.stdout
+    assert f"serving stage 'student', {run / 'student' / 'best.safetensors'}" in result.stdout
+    assert "heat maps" not in result.stdout  # the served ViT has them
     version, sha, cases = _active(data_dir, "mine")
-    assert (version, sha, cases) == (1, file_sha256(run / "teacher" / "best.safetensors"), 48)
+    assert (version, sha, cases) == (1, file_sha256(run / "student" / "best.safetensors"), 48)
 
     # the other model on request: nothing retrained, the collection re-indexed with it
-    student, _ = medret(*args, "--stage", "student", cwd=tmp_path)
-    assert student.returncode == 0, student.stderr[-3000:]
-    assert "model: reusing" in student.stdout
-    assert "training into" not in student.stdout
+    teacher, _ = medret(*args, "--stage", "teacher", cwd=tmp_path)
+    assert teacher.returncode == 0, teacher.stderr[-3000:]
+    assert "model: reusing" in teacher.stdout
+    assert "training into" not in teacher.stdout
+    assert "heat maps (/explain) need the ViT; --stage student serves the ViT" in teacher.stdout
     version, sha, _ = _active(data_dir, "mine")
-    assert (version, sha) == (2, file_sha256(run / "student" / "best.safetensors"))
+    assert (version, sha) == (2, file_sha256(run / "teacher" / "best.safetensors"))
 
     # a lost teacher is trained again (deterministically: the same file), and the student
     # that learnt from it is kept
