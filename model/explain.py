@@ -18,8 +18,11 @@ cosine the service ranks by: of the unit embeddings moved by ``-centre`` and ren
 
 Limits: first-order (a region can matter through interactions the gradient does not
 show); the grid is as coarse as the patches (16 px of a 96 or 224 px canvas); the map
-explains the model, not the diagnosis. The computation runs in float32 without autocast
-and is deterministic for a given model and input.
+explains the model, not the diagnosis. For the hybrid ViT (``stem="efficientnet_lite0"``)
+a token is a cell of the convolutional stem's feature map, whose receptive field spans
+much of the canvas: its map says which token carried the score, placed at the cell's
+16 px, so it is less local than the plain ViT's. The computation runs in float32 without
+autocast and is deterministic for a given model and input.
 """
 
 from __future__ import annotations

@@ -166,6 +166,10 @@ class TrainConfig:
                 f"unknown stem {self.model.stem!r}: model.stem is 'patch' or 'efficientnet_lite0'",
             ),
             (
+                self.model.stem == "patch" or self.model.architecture == "vit",
+                f"model.stem {self.model.stem} is for the ViT (model.architecture vit)",
+            ),
+            (
                 self.model.pretrained != "efficientnet_lite0_imagenet"
                 or self.model.architecture == "efficientnet_lite0"
                 or self.model.stem == "efficientnet_lite0",

@@ -103,7 +103,11 @@ def evaluate_split(
     q_emb, q_logits = embed_rows(
         model, data.cache, q.rows, pre, device, batch_size=batch_size, bf16=bf16
     )
-    g_emb, _ = embed_rows(model, data.cache, g.rows, pre, device, batch_size=batch_size, bf16=bf16)
+    g_emb = (
+        q_emb
+        if query == gallery
+        else embed_rows(model, data.cache, g.rows, pre, device, batch_size=batch_size, bf16=bf16)[0]
+    )
     probs = probabilities(torch.from_numpy(q_logits), task).numpy()
     report = evaluate_embeddings(
         query_emb=q_emb,

@@ -139,6 +139,12 @@ class Trainer:
         self.augment = cfg.augment
         self.train_targets = torch.from_numpy(train.targets)
         self.select = selection_key(cfg, self.task)
+        if cfg.val_gallery == "val" and self.select != "macro_f1":
+            log.warning(
+                "val_gallery: val is ignored: selecting on %s needs the training split as "
+                "the gallery",
+                self.select,
+            )
 
     # ------------------------------------------------------------------ files
 
@@ -232,12 +238,19 @@ class Trainer:
             "skipped_steps": skipped,
         }
 
+    @property
+    def val_gallery(self) -> str:
+        """The split validation queries search: ``val_gallery: val`` applies only when the
+        selection is macro F1; leave-one-out keeps other images of a query's lesion or
+        patient in the gallery, so a retrieval score selected on would be optimistic."""
+        return self.cfg.val_gallery if self.select == "macro_f1" else "train"
+
     def validate(self) -> tuple[dict[str, float], dict[str, Any]]:
         report, _ = evaluate_split(
             self.net,
             self.data,
             "val",
-            self.cfg.val_gallery,
+            self.val_gallery,
             self.task,
             self.pre,
             self.device,

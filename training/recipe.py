@@ -13,9 +13,9 @@ A recipe file is YAML with ``stages`` and ``serve``::
 ``<out>/<name>``; ``--set`` overrides and the literal settings (data path, device, cache)
 apply to every stage; a stage with ``teacher`` has its ``loss.teacher`` set to that stage's
 ``best.safetensors``, and a stage with ``init`` its ``model.pretrained`` (the weights it
-starts from: for the hybrid ViT, its convolutional stem). ``serve`` is what ``medret demo``
-indexes and serves (``--stage`` picks another). A config file without ``stages`` is a
-one-stage run, as before.
+starts from; today only a hybrid ViT's stem from an EfficientNet-Lite0 stage).
+``serve`` is what ``medret demo`` indexes and serves (``--stage`` picks another). A config
+file without ``stages`` is a one-stage run, as before.
 """
 
 from __future__ import annotations
@@ -162,6 +162,16 @@ def stage_runs(
             raise TrainConfigError(f"stage {stage.name!r} ({stage.config.name}): {exc}") from exc
         if epochs_per_phase is not None:
             cfg = cfg.with_epochs_per_phase(epochs_per_phase)
+        if stage.init is not None:
+            source = next(r for r in runs if r.stage.name == stage.init).config.model
+            if cfg.model.stem != "efficientnet_lite0" or source.architecture != (
+                "efficientnet_lite0"
+            ):
+                raise TrainConfigError(
+                    f"stage {stage.name!r} starts from {stage.init!r} (init): only a hybrid "
+                    "ViT (model.stem efficientnet_lite0) can start from an earlier stage, "
+                    "and only from an EfficientNet-Lite0 one"
+                )
         runs.append(StageRun(stage, cfg))
     return runs
 
@@ -177,8 +187,9 @@ def train_stages(
         for name in run.stage.sources:
             source = next(r for r in runs if r.stage.name == name)
             if not source.best_path.is_file():
+                verb = "learns from" if name == run.stage.teacher else "starts from"
                 raise TrainConfigError(
-                    f"stage {run.stage.name!r} learns from {name!r}, which exported no "
+                    f"stage {run.stage.name!r} {verb} {name!r}, which exported no "
                     f"best checkpoint ({source.best_path})"
                 )
         results.append(train_one(run, number))

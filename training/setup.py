@@ -9,6 +9,7 @@ initial weights come from the seed set just before it is built)::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from model.efficientnet import (
     load_stem_weights,
 )
 from model.pretrained import load_pretrained_vit
+from model.vit import MultiScaleViT
 from training.cnn import ResNet18Like
 from training.config import TrainConfig
 from training.distributed import DistEnv
@@ -39,6 +41,7 @@ from training.sampler import (
     class_lists_from_targets,
 )
 from training.schedule import PhaseSchedule, make_adam
+from training.state import STATE_FILE
 
 CNN_BASE_WIDTH = {"tiny": 16, "small": 32, "base": 64}
 """The CNN baseline's first-stage width per model variant (32 for any other)."""
@@ -54,7 +57,9 @@ def preprocessing(cfg: TrainConfig) -> PreprocessConfig:
     return PreprocessConfig(image_size=size)
 
 
-def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Module, ModelConfig]:
+def build_network(
+    cfg: TrainConfig, num_classes: int, task: Task, *, load_pretrained: bool = True
+) -> tuple[nn.Module, ModelConfig]:
     """The ViT of the config (optionally from pretrained ViT/16 weights), EfficientNet-Lite0
     (optionally from the packaged ImageNet weights, ``pretrained: efficientnet_lite0_imagenet``,
     or a state dict of the same layout at a path), the hybrid ViT (its stem from either of
@@ -68,6 +73,8 @@ def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Mo
         ), model_cfg
     net = build_model(model_cfg)
     weights = None if m.pretrained == IMAGENET_WEIGHTS else m.pretrained
+    if not load_pretrained:
+        return net, model_cfg
     if isinstance(net, EfficientNetLite0):
         if m.pretrained:
             load_imagenet_weights(net, weights)
@@ -82,9 +89,14 @@ def build_network(cfg: TrainConfig, num_classes: int, task: Task) -> tuple[nn.Mo
 def initial_network(
     cfg: TrainConfig, labels: LabelSpace, task: Task, device: torch.device
 ) -> tuple[nn.Module, ModelConfig]:
-    """The network on ``device`` with the seed's initial weights (the same on every rank)."""
+    """The network on ``device`` with the seed's initial weights (the same on every rank).
+
+    When the run folder holds a training state, its weights replace these (a resumed run;
+    or a refused one, without ``--resume``), so the pretrained file is not read: a
+    resumed stage needs no longer the earlier stage it started from."""
     torch.manual_seed(cfg.seed)
-    net, model_cfg = build_network(cfg, len(labels.codes), task)
+    resumable = (Path(cfg.out_dir) / STATE_FILE).is_file()
+    net, model_cfg = build_network(cfg, len(labels.codes), task, load_pretrained=not resumable)
     if cfg.model.architecture in ("efficientnet_lite0", "cnn") or cfg.model.stem != "patch":
         # Convolutions train 1.4-1.8x faster on CPU with channels-last weights (measured on
         # EfficientNet-Lite0 at 160 px, 2 cores); the saved checkpoint is contiguous again.
@@ -125,10 +137,10 @@ def phase_schedule(cfg: TrainConfig) -> PhaseSchedule:
 def optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over every parameter of the network (the schedule sets its learning rate); a
     hybrid ViT's stem at ``model.stem_lr_scale`` times it."""
-    stem = getattr(net, "stem", None)
     scale = cfg.model.stem_lr_scale
-    if not isinstance(stem, nn.Module) or scale == 1.0:
+    if not isinstance(net, MultiScaleViT) or net.stem is None or scale == 1.0:
         return make_adam(net.parameters(), cfg.lr)
+    stem = net.stem
     inside = {id(p) for p in stem.parameters()}
     rest = [p for p in net.parameters() if id(p) not in inside]
     groups: list[dict[str, Any]] = [

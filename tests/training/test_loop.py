@@ -322,3 +322,19 @@ def test_validation_can_search_the_validation_split_itself(
     assert counts["val"]["gallery"] == sizes["val"] == counts["val"]["queries"]
     with pytest.raises(ValueError, match="val_gallery is 'train' or 'val'"):
         load_config(None, ["val_gallery=test"])
+    # selecting on a retrieval score: leave-one-out would be optimistic, so the training
+    # split stays the gallery
+    by_map = Trainer(
+        load_config(
+            None,
+            tiny_overrides(
+                tiny_manifest,
+                tmp_path / "map",
+                tmp_path / "cache",
+                val_gallery="val",
+                select_metric="macro_map",
+            ),
+        ),
+        progress=False,
+    )
+    assert by_map.validate()[1]["counts"]["gallery"] == sizes["train"]

@@ -154,3 +154,16 @@ def test_a_stage_can_start_from_an_earlier_one(tmp_path: Path, tiny_manifest: Pa
     weights = student.model.state_dict()
     for key in ("_conv_stem.weight", "_blocks.10._project_conv.weight"):
         assert torch.allclose(weights[f"stem.{key}"], teacher[f"backbone.{key}"], atol=1e-6)
+
+
+def test_only_a_hybrid_can_start_from_an_efficientnet_stage(tmp_path: Path) -> None:
+    write(tmp_path / "lite.yaml", "model: {architecture: efficientnet_lite0}\n")
+    write(tmp_path / "vit.yaml", "model: {variant: tiny, depth: 1}\n")
+    recipe = write(
+        tmp_path / "recipe.yaml",
+        "stages:\n"
+        "  - {name: teacher, config: lite.yaml}\n"
+        "  - {name: student, config: vit.yaml, init: teacher}\n",
+    )
+    with pytest.raises(TrainConfigError, match=r"only a hybrid ViT .* can start from"):
+        stage_runs(load_recipe(recipe), tmp_path / "out")
