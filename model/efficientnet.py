@@ -280,22 +280,31 @@ def read_imagenet_state(path: str | os.PathLike[str] | None = None) -> dict[str,
     return {str(k): v for k, v in state.items()}
 
 
-def check_backbone_state(state: dict[str, torch.Tensor], backbone: LiteBackbone) -> None:
-    """Every backbone tensor present with its shape, nothing else but :data:`DROPPED_KEYS`."""
-    ours = backbone.state_dict()
+def state_problems(
+    state: dict[str, torch.Tensor], module: nn.Module, *, extra_allowed: bool
+) -> list[str]:
+    """What keeps ``state`` from loading into ``module`` strictly: its tensors missing or of
+    another shape and, unless ``extra_allowed``, keys it does not have (beyond
+    :data:`DROPPED_KEYS`), each kind named with its keys; empty when it fits."""
+    ours = module.state_dict()
     given = set(state) - set(DROPPED_KEYS)
     missing = sorted(set(ours) - given)
-    unexpected = sorted(given - set(ours))
+    unexpected = [] if extra_allowed else sorted(given - set(ours))
     wrong = sorted(
         f"{k} {tuple(state[k].shape)} (expected {tuple(ours[k].shape)})"
         for k in given & set(ours)
         if state[k].shape != ours[k].shape
     )
-    problems = [
+    return [
         f"{what}: {', '.join(keys)}"
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
         if keys
     ]
+
+
+def check_backbone_state(state: dict[str, torch.Tensor], backbone: LiteBackbone) -> None:
+    """Every backbone tensor present with its shape, nothing else but :data:`DROPPED_KEYS`."""
+    problems = state_problems(state, backbone, extra_allowed=False)
     if problems:
         raise PretrainedWeightsError("not an EfficientNet-Lite0 state dict: " + "; ".join(problems))
 
@@ -338,18 +347,10 @@ def load_stem_weights(stem: LiteStem, path: str | os.PathLike[str] | None = None
             state = read_state_dict(path)
         except ReadError as exc:
             raise PretrainedWeightsError(str(exc)) from exc
-    ours = stem.state_dict()
-    missing = sorted(k for k in ours if k not in state)
-    wrong = sorted(
-        f"{k} {tuple(state[k].shape)} (expected {tuple(ours[k].shape)})"
-        for k in ours
-        if k in state and state[k].shape != ours[k].shape
-    )
-    if missing or wrong:
-        problems = [f"missing: {', '.join(missing[:5])}"] if missing else []
-        problems += [f"wrong shape: {', '.join(wrong[:5])}"] if wrong else []
+    problems = state_problems(state, stem, extra_allowed=True)
+    if problems:
         raise PretrainedWeightsError(
             f"{path or IMAGENET_WEIGHTS} holds no EfficientNet-Lite0 stem: " + "; ".join(problems)
         )
-    stem.load_state_dict({k: state[k] for k in ours})
+    stem.load_state_dict({k: state[k] for k in stem.state_dict()})
     log.info("hybrid ViT stem loaded from %s", path or IMAGENET_WEIGHTS)

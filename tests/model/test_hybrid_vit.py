@@ -110,6 +110,10 @@ def test_weights_without_a_stem_are_refused_by_name(tmp_path: Path) -> None:
         load_stem_weights(LiteStem(), bad)
     with pytest.raises(PretrainedWeightsError, match="no weights file"):
         load_stem_weights(LiteStem(), tmp_path / "absent.pth")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(PretrainedWeightsError, match="cannot read weights"):
+        load_stem_weights(LiteStem(), corrupt)
 
 
 @pytest.mark.parametrize(

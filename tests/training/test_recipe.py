@@ -28,6 +28,15 @@ SMALL = [  # --set overrides that apply to every stage: a run of seconds
 ]
 
 
+def recipe_command(recipe: Path, out: Path, data: Path, cache: Path) -> list[str]:
+    """`medret train` of a recipe with the SMALL settings."""
+    args = [sys.executable, "-m", "medret", "train", "--config", str(recipe), "--out", str(out)]
+    args += ["--data", str(data)]
+    for o in SMALL:
+        args += ["--set", o.format(cache=cache)]
+    return args
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -98,10 +107,7 @@ def test_medret_train_runs_every_stage_in_order(tmp_path: Path, tiny_manifest: P
         "serve: student\n",
     )
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "medret", "train", "--config", str(recipe), "--out", str(out)]
-    args += ["--data", str(tiny_manifest)]
-    for o in SMALL:
-        args += ["--set", o.format(cache=tmp_path / "cache")]
+    args = recipe_command(recipe, out, tiny_manifest, tmp_path / "cache")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.index("stage 1/2: teacher") < proc.stdout.index("stage 2/2: student")
@@ -142,10 +148,7 @@ def test_a_stage_can_start_from_an_earlier_one(tmp_path: Path, tiny_manifest: Pa
     runs = stage_runs(load_recipe(recipe), tmp_path / "out")
     assert runs[1].config.model.pretrained == str(tmp_path / "out/teacher/best.safetensors")
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "medret", "train", "--config", str(recipe), "--out", str(out)]
-    args += ["--data", str(tiny_manifest)]
-    for o in SMALL:
-        args += ["--set", o.format(cache=tmp_path / "cache")]
+    args = recipe_command(recipe, out, tiny_manifest, tmp_path / "cache")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     teacher = load_checkpoint(out / "teacher" / "best.safetensors").model.state_dict()
