@@ -58,6 +58,16 @@ class QueryIndexOut(IndexOut):
         description="how the cases' match_probability was fitted; null: the version has none "
         "(an unlabelled collection, or fewer than 50 labelled cases)"
     )
+    label_weight: float = Field(
+        ge=0,
+        description="λ of the version's label-aware ranking, chosen on its held-out cases "
+        "(0: it ranks by the cosine alone; docs/service.md, 'How the cases are ranked')",
+    )
+    ranking: str = Field(
+        description="what ordered this answer's cases: the cosine, or the cosine + λ × log "
+        "P(the query has the case's diagnosis) by the model's class probabilities; a case's "
+        "score stays its cosine, so with λ > 0 the scores need not fall with the rank"
+    )
 
 
 class LabelOut(BaseModel):
@@ -133,7 +143,8 @@ class HitOut(CaseOut):
     score: float = Field(
         description="cosine similarity of the query's and the case's embeddings, -1 to 1, "
         "in the index version's space (centred on its mean when index.centred); it ranks the "
-        "cases, but its value alone is not a probability"
+        "cases, with the label term of index.ranking when that has one, but its value alone "
+        "is not a probability"
     )
     match_probability: float | None = Field(
         None,
@@ -227,6 +238,7 @@ class QueryReferenceIn(ReferenceIn):
     filter: list[str] | None = Field(None, max_length=20)
     preview: bool | None = None
     explain: int | None = Field(None, ge=0, le=10)
+    label_ranking: bool | None = None
 
 
 class CollectionOut(BaseModel):

@@ -61,7 +61,7 @@ def macro(
 def main() -> None:
     args = parse_arguments(__doc__)
     splits = embedded(args.checkpoint, args.data, args.cache)
-    gallery, g_samples = splits["train"]
+    gallery, g_samples = splits["train"].vectors, splits["train"].samples
     codes = sorted({s.labels[0] for s in g_samples if s.labels})
     index = {c: i for i, c in enumerate(codes)}
 
@@ -73,7 +73,7 @@ def main() -> None:
     for space in ("centred", "raw"):
         g = unit(gallery - mean) if space == "centred" else gallery
         for split in ("val", "test"):
-            vectors, samples = splits[split]
+            vectors, samples = splits[split].vectors, splits[split].samples
             q = unit(vectors - mean) if space == "centred" else vectors
             t = targets(samples)
             print(f"{split:4s} {space:7s} plain           {macro(q, g, t, g_targets, codes)}")

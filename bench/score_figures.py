@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -56,22 +57,22 @@ REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 
 
-def embedded(
-    checkpoint: Path, data: Path, cache: Path
-) -> dict[str, tuple[np.ndarray, list[Sample]]]:
-    """Split → (unit embeddings, their samples), from the cache or embedded now."""
+def embedded(checkpoint: Path, data: Path, cache: Path) -> dict[str, Split]:
+    """Split → its unit embeddings, samples and logits, from the cache or embedded now."""
     archive = read_archive(data)
     cache.mkdir(parents=True, exist_ok=True)
     stem = f"scores-{file_sha256(checkpoint)[:16]}-{data.name}"
     loaded = None
-    out: dict[str, tuple[np.ndarray, list[Sample]]] = {}
+    out: dict[str, Split] = {}
     for split in SPLITS:
         samples = archive.split(split)
         path = cache / f"{stem}-{split}.npz"
+        logits = None
         if path.is_file():
             with np.load(path) as stored:
                 vectors, keys = stored["vectors"], list(stored["keys"])
-        else:
+                logits = stored.get("logits")
+        if not path.is_file() or logits is None:  # absent, or cached before the logits
             if loaded is None:
                 loaded = load_checkpoint(checkpoint, torch.device("cpu"))
             result = embed_samples(
@@ -82,12 +83,21 @@ def embedded(
                 workers=2,
                 bf16=False,
             )
-            vectors = result.vectors
+            vectors, logits = result.vectors, result.logits
             keys = [samples[i].key for i in result.indices]
-            np.savez(path, vectors=vectors, keys=np.asarray(keys))
+            np.savez(path, vectors=vectors, keys=np.asarray(keys), logits=logits)
         by_key = {s.key: s for s in samples}
-        out[split] = (np.asarray(vectors, np.float32), [by_key[str(k)] for k in keys])
+        chosen = [by_key[str(k)] for k in keys]
+        out[split] = Split(np.asarray(vectors, np.float32), chosen, np.asarray(logits, np.float32))
     return out
+
+
+class Split(NamedTuple):
+    """One split embedded: unit vectors, their samples and the model's logits (rows alike)."""
+
+    vectors: np.ndarray
+    samples: list[Sample]
+    logits: np.ndarray
 
 
 def figures(
@@ -139,15 +149,15 @@ def main() -> None:
     args = parse_arguments(__doc__)
     task = Task(load_checkpoint(args.checkpoint, torch.device("cpu")).meta.model.task)
     splits = embedded(args.checkpoint, args.data, args.cache)
-    gallery_vectors, gallery_samples = splits["train"]
+    gallery_vectors, gallery_samples = splits["train"].vectors, splits["train"].samples
     gallery_labels = [s.labels for s in gallery_samples]
     centre = centre_of(gallery_vectors)
     assert centre is not None
     norm = float(np.linalg.norm(centre))
     print(f"gallery: {len(gallery_samples)} train images; the norm of their mean is {norm:.3f}")
     print(HEADER)
-    version = [*gallery_samples, *splits["val"][1]]  # an index of train + val
-    raw_version = np.concatenate([gallery_vectors, splits["val"][0]])
+    version = [*gallery_samples, *splits["val"].samples]  # an index of train + val
+    raw_version = np.concatenate([gallery_vectors, splits["val"].vectors])
     for name, space_centre in {"raw cosine": None, "centred cosine": centre}.items():
         gallery = centred(gallery_vectors, space_centre)
         fitted = {"": fitted_table(centred(raw_version, space_centre), version, task)}
@@ -156,7 +166,7 @@ def main() -> None:
                 centred(raw_version, space_centre), version, task, raw=raw_version
             )
         for split in ("val", "test"):
-            query_vectors, query_samples = splits[split]
+            query_vectors, query_samples = splits[split].vectors, splits[split].samples
             both = label_targets([s.labels for s in query_samples] + gallery_labels, task)
             targets, gallery_targets = both[: len(query_samples)], both[len(query_samples) :]
             width = int(both.max()) + 1 if task is Task.SINGLE_LABEL else both.shape[1]

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from archives.privacy import is_identifying_key
 from archives.records import Sample
 from indexer.embedding import EmbedResult
 from indexer.plan import EmbeddedCase, ReindexPlan
+from indexer.scores import Predicted
 from indexer.store import CaseRow, VersionInfo, hash_group_key
 from indexer.vectors.persistence import load_vectors
+from model.checkpoint import LoadedCheckpoint
+from model.vit import probabilities
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,14 @@ def assemble_vectors(
         vectors = np.concatenate([vectors, old_vectors[mask]])
         ids = np.concatenate([ids, old_ids[mask]])
     return vectors, ids
+
+
+def predicted_of(plan: ReindexPlan, embedded: EmbedResult, loaded: LoadedCheckpoint) -> Predicted:
+    """The class probabilities of the cases this build embedded (for the label ranking)."""
+    task = loaded.meta.model.task
+    logits = torch.from_numpy(embedded.logits)
+    found = probabilities(logits, task).numpy() if len(logits) else np.zeros((0, 0))
+    return Predicted(
+        {case.case_id: found[case.embedded.position] for case in plan.vectors},
+        loaded.meta.labels.codes,
+    )

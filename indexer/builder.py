@@ -31,6 +31,7 @@ import torch
 from archives.records import Archive, Sample
 from dicomweb.errors import DicomwebError, PacsRefusedError
 from indexer.assembly import CaseChanges, assemble_vectors, case_changes, embedded_cases
+from indexer.assembly import predicted_of as predicted_probabilities
 from indexer.embedding import EmbedResult, SourceUnavailableError, embed_samples
 from indexer.group_keys import checked_group_salt
 from indexer.plan import ReindexMode, ReindexPlan, parse_reindex_mode, plan_reindex
@@ -289,8 +290,9 @@ class IndexBuilder:
         )
         base = active if mode is ReindexMode.ADD else None  # a full build centres anew
         rows = {row.id: row for row in [*changes.new_rows, *changes.updates.values()]}
-        task = loaded.meta.model.task
-        scores = version_scores(self.store, task, vectors, ids, self.cfg.centre, base, rows)
+        task, centre = loaded.meta.model.task, self.cfg.centre
+        predicted = None if base else predicted_probabilities(plan, embedded, loaded)  # λ
+        scores = version_scores(self.store, task, vectors, ids, centre, base, rows, predicted)
         self.store.update_job(job_id, progress=0.92, message="building the FAISS index")
         version_id, number, _ = self._write_version(
             collection_id, collection, vectors, ids, spec, loaded.sha256, job_id, scores

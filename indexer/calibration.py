@@ -210,6 +210,24 @@ def neighbour_pairs(
     return np.concatenate(scores), np.concatenate(same)
 
 
+def calibration_queries(
+    labelled: np.ndarray, held_out: np.ndarray, queries: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(the labelled cases' positions, the query sample as positions among them, whether
+    it is drawn from held-out cases): empty when fewer than :data:`MIN_LABELLED_CASES`
+    cases are labelled (module docstring; :mod:`indexer.label_ranking` uses the same)."""
+    chosen = np.flatnonzero(labelled)
+    if len(chosen) < MIN_LABELLED_CASES:
+        return chosen[:0], chosen[:0], False
+    candidates = np.flatnonzero(held_out[chosen])  # positions among the labelled cases
+    from_held_out = len(candidates) >= MIN_LABELLED_CASES
+    if not from_held_out:
+        candidates = np.arange(len(chosen))
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(candidates, size=min(queries, len(candidates)), replace=False))
+    return chosen, sample, from_held_out
+
+
 def fit_match_calibration(
     vectors: npt.ArrayLike,
     labels: Sequence[Sequence[str]],
@@ -240,19 +258,13 @@ def fit_match_calibration(
             f"{len(arr)} vectors, {len(labels)} label rows, {len(groups)} groups, "
             f"{len(mask)} labelled and {len(unseen)} held-out flags: one of each per case"
         )
-    chosen = np.flatnonzero(mask)
-    if len(chosen) < MIN_LABELLED_CASES:
+    chosen, sample, from_held_out = calibration_queries(mask, unseen, queries, seed)
+    if not len(chosen):
         return None
     kept_vectors = np.ascontiguousarray(arr[chosen])
     kept_raw = None if read is None or read is arr else np.ascontiguousarray(read[chosen])
     targets = label_targets([labels[int(i)] for i in chosen], task)
     codes = group_codes([groups[int(i)] for i in chosen])
-    candidates = np.flatnonzero(unseen[chosen])  # positions among the labelled cases
-    from_held_out = len(candidates) >= MIN_LABELLED_CASES
-    if not from_held_out:
-        candidates = np.arange(len(chosen))
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(candidates, size=min(queries, len(candidates)), replace=False))
     xs, ys = neighbour_pairs(kept_vectors, targets, codes, sample, task, neighbours, kept_raw)
     if not len(xs):
         return None

@@ -102,6 +102,7 @@ class EmbedResult:
     hashes: list[str] = field(default_factory=list)
     metadata: list[Mapping[str, str]] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # per row
     known: list[tuple[int, str]] = field(default_factory=list)  # (index, hash) already indexed
     duplicates: list[tuple[int, str]] = field(default_factory=list)  # same content twice
     failed: list[tuple[str, str]] = field(default_factory=list)  # (sample key, reason)
@@ -142,6 +143,7 @@ def embed_samples(
     )
     result = EmbedResult()
     chunks: list[np.ndarray] = []
+    logit_chunks: list[np.ndarray] = []
     seen: set[str] = set()
     done = 0
     started = time.perf_counter()
@@ -166,6 +168,7 @@ def embed_samples(
         if canvases:
             out = infer(model, torch.stack(canvases), pre, device, bf16=bf16)
             chunks.append(out.embeddings.numpy())
+            logit_chunks.append(out.logits.numpy())
             for item in kept:
                 result.indices.append(item.index)
                 result.hashes.append(item.content_hash)
@@ -180,6 +183,7 @@ def embed_samples(
     result.seconds = time.perf_counter() - started
     if chunks:
         result.vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+        result.logits = np.concatenate(logit_chunks).astype(np.float32, copy=False)
     if result.failed:
         log.warning("%d unreadable file(s) skipped, e.g. %s", len(result.failed), result.failed[0])
     return result

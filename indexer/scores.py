@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from indexer.calibration import MIN_LABELLED_CASES, QUERIES_FROM, fit_match_calibration
+from indexer.calibration import (
+    CALIBRATION_QUERIES,
+    CALIBRATION_SEED,
+    MIN_LABELLED_CASES,
+    QUERIES_FROM,
+    calibration_queries,
+    fit_match_calibration,
+    group_codes,
+    label_targets,
+)
+from indexer.label_ranking import LabelRanking, case_classes, choose_label_weight
 from indexer.store import CaseRow, MetadataStore, VersionInfo
 from indexer.vectors.arrays import FloatArray, as_unit_vectors
 from indexer.vectors.index import stored_scores
@@ -84,10 +94,13 @@ def version_scores(
     centre: bool,
     base: VersionInfo | None,
     rows: Mapping[int, CaseRow] | None = None,
+    predicted: Predicted | None = None,
 ) -> VersionScores:
-    """The centre (:func:`version_centre`) and the match-probability table of a version of
-    ``vectors`` (the raw unit embeddings) with case ``ids``; ``rows``: the case rows this
-    build writes (the others are read from the store)."""
+    """The centre (:func:`version_centre`), the match-probability table and the label
+    ranking of a version of ``vectors`` (the raw unit embeddings) with case ``ids``;
+    ``rows``: the case rows this build writes (the others are read from the store);
+    ``predicted``: the class probabilities of the cases this build embedded (a full build;
+    without them, or for a version with a ``base``, the base's λ or none is kept)."""
     found = version_centre(vectors, centre, base)
     if not len(ids):
         return VersionScores(found)
@@ -111,4 +124,62 @@ def version_scores(
             "training split): it will promise more than new images get",
             MIN_LABELLED_CASES,
         )
-    return VersionScores(found, table.record())
+    record = table.record()
+    ranking = (
+        kept_ranking(base)
+        if base is not None or predicted is None
+        else label_ranking(centred(raw, found), ids, cases, Task(task), predicted)
+    )
+    if ranking is not None:
+        record["label_ranking"] = ranking.record()
+        log.info(
+            "label ranking: λ %g (held-out macro P@10 %s)",
+            ranking.weight,
+            ", ".join(f"{w:g}: {p:.3f}" for w, p, _ in ranking.figures) or "not measured",
+        )
+    return VersionScores(found, record)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """The class probabilities of the cases a build embedded, and the model's codes."""
+
+    probabilities: Mapping[int, np.ndarray]  # case id → (C,) probabilities
+    codes: Sequence[str]  # the checkpoint's label codes, in logit order
+
+
+def kept_ranking(base: VersionInfo | None) -> LabelRanking | None:
+    """The base version's label ranking (None: it has none, or there is no base)."""
+    if base is None:
+        return None
+    record = stored_scores(Path(base.path))[1]
+    stored = None if record is None else record.get("label_ranking")
+    return None if stored is None else LabelRanking.from_record(stored)
+
+
+def label_ranking(
+    vectors: np.ndarray, ids: np.ndarray, cases: CaseLabels, task: Task, predicted: Predicted
+) -> LabelRanking:
+    """λ chosen on the version's held-out queries (:mod:`indexer.label_ranking`): the same
+    sample as the match-probability table's, less any case without probabilities."""
+    labelled = np.asarray(cases.labelled, bool)
+    held_out = np.asarray(cases.held_out, bool)
+    chosen, sample, _ = calibration_queries(
+        labelled, held_out, CALIBRATION_QUERIES, CALIBRATION_SEED
+    )
+    known = [int(ids[chosen[q]]) in predicted.probabilities for q in sample]
+    sample = sample[np.asarray(known, bool)] if len(sample) else sample
+    if not len(sample):
+        return LabelRanking(0.0)
+    labels = [cases.labels[int(i)] for i in chosen]
+    classes = case_classes(labels, [True] * len(chosen), predicted.codes, task)
+    probabilities = np.stack([predicted.probabilities[int(ids[chosen[q]])] for q in sample])
+    return choose_label_weight(
+        np.ascontiguousarray(vectors[chosen]),
+        label_targets(labels, task),
+        group_codes([cases.groups[int(i)] for i in chosen]),
+        sample,
+        probabilities,
+        classes,
+        task,
+    )

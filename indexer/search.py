@@ -11,7 +11,11 @@ so a filtered query still returns the top-K among the matching cases.
 
 A hit's ``score`` is the cosine of the query and the case in the space the version
 searches: centred on the version's stored mean when it was built so (the
-:class:`~indexer.vectors.index.VectorIndex` centres the query itself); it ranks the hits.
+:class:`~indexer.vectors.index.VectorIndex` centres the query itself). It ranks the hits,
+unless the version has a label term and the caller gives the queries' class
+probabilities: then the hits are ranked by the score + λ × log P(the query has the case's
+diagnosis) (:mod:`indexer.label_ranking`, exact: the candidates widen until no case
+further down could rank higher), and each keeps its cosine as ``score``.
 Its ``match_probability`` is the version's calibrated P(the case shares the query's
 diagnosis | x) (:mod:`indexer.calibration`), where x is what the table ``reads``: the
 **raw cosine** of the query's embedding as the model returned it and the case's stored
@@ -25,17 +29,19 @@ unlabelled case, which has no diagnosis to share.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from indexer.calibration import RAW_COSINE, CalibrationError, MatchCalibration
+from indexer.label_ranking import CaseDiagnoses, LabelRanking, LabelRankingError, label_ranked
 from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
 from indexer.vectors.arrays import as_unit_vectors
 from indexer.vectors.errors import VectorIndexError
 from indexer.vectors.index import VectorIndex
 from indexer.vectors.stored import StoredVectors
+from labels import Task
 
 
 class SearchError(RuntimeError):
@@ -58,6 +64,8 @@ class CollectionIndex:
     index: VectorIndex
     calibration: MatchCalibration | None = None
     raw_vectors: StoredVectors | None = None  # when the table reads raw cosines of a centred one
+    ranking: LabelRanking = field(default_factory=lambda: LabelRanking(0.0))
+    diagnoses: CaseDiagnoses | None = None  # every case's diagnosis, when ranking is active
 
     @classmethod
     def load(cls, store: MetadataStore, name: str) -> CollectionIndex:
@@ -76,7 +84,17 @@ class CollectionIndex:
         raw = None
         if calibration is not None and calibration.reads == RAW_COSINE and index.centre is not None:
             raw = raw_vectors_of(Path(version.path), index)
-        return cls(collection, version, index, calibration, raw)
+        try:
+            ranking = LabelRanking.from_record(
+                None if record is None else record.get("label_ranking")
+            )
+        except LabelRankingError as exc:
+            raise SearchError(f"index version in {version.path}: {exc}") from None
+        diagnoses = None
+        if ranking.active:
+            rows = store.case_diagnoses(collection.id)
+            diagnoses = CaseDiagnoses.of(rows, collection.label_codes, Task(collection.task))
+        return cls(collection, version, index, calibration, raw, ranking, diagnoses)
 
     @property
     def centre(self) -> np.ndarray | None:
@@ -95,8 +113,11 @@ class CollectionIndex:
         checkpoint_sha256: str,
         top_k: int = 10,
         filters: Mapping[str, str] | None = None,
+        probabilities: np.ndarray | None = None,
     ) -> list[list[Hit]]:
-        """Top-``top_k`` cases for each query embedding (rows of ``embeddings``)."""
+        """Top-``top_k`` cases for each query embedding (rows of ``embeddings``), ranked by
+        the cosine, or with the queries' class ``probabilities`` (rows) by the version's
+        label-aware rank score when it has one (:mod:`indexer.label_ranking`)."""
         if checkpoint_sha256 != self.version.checkpoint_sha256:
             raise SearchError(
                 f"the query embeddings come from checkpoint {checkpoint_sha256[:12]}…, but "
@@ -112,7 +133,10 @@ class CollectionIndex:
             if not len(allowed):
                 return [[] for _ in range(len(embeddings))]
         queries = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
-        scores, ids_found = self.index.search(queries, top_k, allowed_ids=allowed)
+        if probabilities is not None and self.ranking.active and self.diagnoses is not None:
+            scores, ids_found = self._label_ranked(queries, probabilities, top_k, allowed)
+        else:
+            scores, ids_found = self.index.search(queries, top_k, allowed_ids=allowed)
         wanted: Sequence[int] = sorted({int(i) for i in ids_found.ravel() if i >= 0})
         cases = store.get_cases(wanted)
         results: list[list[Hit]] = []
@@ -134,6 +158,27 @@ class CollectionIndex:
                 hits.append(Hit(len(hits) + 1, int(case_id), float(score), case, probability))
             results.append(hits)
         return results
+
+    def _label_ranked(
+        self, queries: np.ndarray, probabilities: np.ndarray, top_k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, top_k) cosines and ids ranked by the rank score (id -1: no more cases)."""
+        assert self.diagnoses is not None
+        total = self.size if allowed is None else len(allowed)
+        scores = np.full((len(queries), top_k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), top_k), -1, dtype=np.int64)
+        rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        for q, query in enumerate(queries):
+
+            def search(k: int, query: np.ndarray = query) -> tuple[np.ndarray, np.ndarray]:
+                found = self.index.search(query[None, :], k, allowed_ids=allowed)
+                return found[0][0], found[1][0]
+
+            cosines, found = label_ranked(
+                search, total, rows[q], self.diagnoses, self.ranking.weight, top_k
+            )
+            scores[q, : len(found)], ids[q, : len(found)] = cosines, found
+        return scores, ids
 
     def _probability(self, x: float, case: CaseInfo) -> float | None:
         if self.calibration is None or not case.labelled or not np.isfinite(x):

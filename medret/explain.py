@@ -122,7 +122,7 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
     from model.device import resolve_device
     from model.explain import METHOD, explain_class, explain_similarity
     from model.inference import infer
-    from model.vit import MultiScaleViT
+    from model.vit import MultiScaleViT, probabilities
 
     device = resolve_device(args.device)
     index = CollectionIndex.load(store, args.collection)  # unknown collection: fails first
@@ -135,7 +135,11 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
     query = fit_to_canvas(pixels, size)
     result = infer(network, query.unsqueeze(0), meta.preprocessing, device)
     hits = index.search(
-        store, result.embeddings.numpy(), checkpoint_sha256=loaded.sha256, top_k=args.top_k
+        store,
+        result.embeddings.numpy(),
+        checkpoint_sha256=loaded.sha256,
+        top_k=args.top_k,
+        probabilities=probabilities(result.logits, meta.model.task).numpy(),
     )[0]
     predicted = int(result.logits[0].argmax())
     probability = _probability(result.logits[0], meta.model.task.value, predicted)

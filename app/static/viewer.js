@@ -329,9 +329,18 @@
   }
 
   function renderCases(cases) {
-    el.casesCount.textContent = cases.length ? `· ${cases.length}, most similar first` : "";
+    el.casesCount.textContent = cases.length ? `· ${cases.length}, ${rankingWords()}` : "";
+    el.casesCount.title = lastAnswer ? `Ranked by ${lastAnswer.index.ranking}` : "";
     el.casesEmpty.hidden = cases.length > 0;
     el.cases.replaceChildren(...cases.map(caseCard));
+  }
+
+  // With a label term (index.label_weight > 0) the cases are ranked by similarity and by
+  // how likely the model finds each case's diagnosis for the query (docs/service.md).
+  function rankingWords() {
+    return lastAnswer && lastAnswer.index.label_weight > 0
+      ? "ranked by similarity and the model's likely diagnosis"
+      : "most similar first";
   }
 
   function caseCard(hit) {

@@ -149,6 +149,16 @@ def count_cases(session: Session, collection_id: int) -> int:
     return int(count or 0)
 
 
+def case_diagnoses(session: Session, collection_id: int) -> list[tuple[int, tuple[str, ...], bool]]:
+    """(case id, labels, labelled) of every case of the collection, by id."""
+    rows = session.execute(
+        select(Case.id, Case.labels, Case.labelled)
+        .where(Case.collection_id == collection_id)
+        .order_by(Case.id)
+    )
+    return [(int(i), tuple(labels), bool(labelled)) for i, labels, labelled in rows]
+
+
 def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     """``values`` in consecutive slices of at most ``size``."""
     for start in range(0, len(values), size):

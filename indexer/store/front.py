@@ -241,6 +241,12 @@ class MetadataStore:
         with self._read() as session:
             return cases.count_cases(session, collection_id)
 
+    def case_diagnoses(self, collection_id: int) -> list[tuple[int, tuple[str, ...], bool]]:
+        """(case id, labels, labelled) of every case of the collection, by id (the label
+        ranking's lookup, :mod:`indexer.label_ranking`)."""
+        with self._read() as session:
+            return cases.case_diagnoses(session, collection_id)
+
     # ----------------------------------------------------------------- index versions
 
     def next_version_number(self, collection_id: int) -> int:

@@ -38,6 +38,7 @@ def test_answer_holds_the_contract(client: TestClient, ham_image: bytes) -> None
     assert body["model"]["name"].startswith("vit-tiny")
     index = body["index"]
     calibration = index.pop("match_calibration")
+    assert (index.pop("label_weight"), index.pop("ranking")) == (0.0, "centred cosine")
     assert index == {
         "collection": "derm", "version": 1, "size": 280, "factory": "Flat", "centred": True
     }  # fmt: skip

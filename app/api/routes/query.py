@@ -199,14 +199,17 @@ def search_for(
     prediction: Prediction,
     top_k: int,
     filters: dict[str, str],
+    label_ranked: bool = True,
 ) -> tuple[list[Hit], float]:
-    """The top-k hits and the out-of-distribution score."""
+    """The top-k hits (ranked with the version's label term unless ``label_ranked`` is
+    false) and the out-of-distribution score."""
     hits = runtime.index.search(
         services.store,
         prediction.embedding[np.newaxis, :],
         checkpoint_sha256=runtime.runner.sha256,
         top_k=top_k,
         filters=filters or None,
+        probabilities=prediction.probabilities[np.newaxis, :] if label_ranked else None,
     )[0]
     return hits, runtime.ood.score(prediction.features)
 
@@ -222,10 +225,14 @@ def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
     ]
 
 
-def index_out(runtime: CollectionRuntime) -> QueryIndexOut:
-    """The active version, and what its scores mean."""
+def index_out(runtime: CollectionRuntime, label_ranked: bool = True) -> QueryIndexOut:
+    """The active version, what its scores mean and what ranked the cases."""
     calibration = runtime.index.calibration
+    ranking = runtime.index.ranking
+    space = "centred cosine" if runtime.index.centre is not None else "cosine"
     return QueryIndexOut(
+        label_weight=ranking.weight,
+        ranking=ranking.describe(space) if label_ranked else space,
         collection=runtime.name,
         version=runtime.version,
         size=runtime.size,
@@ -326,17 +333,25 @@ async def query(
             description="explain the top N cases: maps of where each similarity comes from",
         ),
     ] = 0,
+    label_ranking: Annotated[
+        bool,
+        Query(
+            description="rank with the index version's label term (index.ranking; a no-op "
+            "where its λ is 0); false: by the cosine alone, the look-alikes of any diagnosis"
+        ),
+    ] = True,
 ) -> Response:
     started = time.perf_counter()
     reference, given = await query_parameters(
         request,
         {"top_k": top_k, "collection": collection, "label": label, "split": split}
-        | {"filter": filter, "preview": preview, "explain": explain},
+        | {"filter": filter, "preview": preview, "explain": explain}
+        | {"label_ranking": label_ranking},
         {"study_uid": study_uid, "series_uid": series_uid, "instance_uid": instance_uid},
     )
     image = chosen_image(file, reference)
-    top_k, collection, preview, explain = (
-        given[k] for k in ("top_k", "collection", "preview", "explain")
+    top_k, collection, preview, explain, label_ranked = (
+        given[k] for k in ("top_k", "collection", "preview", "explain", "label_ranking")
     )
     runtime = runtime_for(services, collection)  # one snapshot for the whole request
     filters = parse_filters(given["label"], given["split"], given["filter"])
@@ -345,7 +360,9 @@ async def query(
     prediction = await predicted(runtime, canvas)
     embedded_at = time.perf_counter()
     try:
-        hits, score = await services.run(search_for, services, runtime, prediction, top_k, filters)
+        hits, score = await services.run(
+            search_for, services, runtime, prediction, top_k, filters, label_ranked
+        )
     except (SearchError, StoreError) as exc:
         raise ApiError(400, str(exc)) from None
     searched_at = time.perf_counter()
@@ -380,7 +397,7 @@ async def query(
             checkpoint_sha256=runtime.runner.sha256,
             image_size=runtime.runner.image_size,
         ),
-        index=index_out(runtime),
+        index=index_out(runtime, label_ranked),
         task=runtime.info.task,  # type: ignore[arg-type]
         predictions=predictions_out(runtime, prediction.probabilities),
         cases=[
