@@ -60,8 +60,10 @@ class QueryIndexOut(IndexOut):
     )
     label_weight: float = Field(
         ge=0,
-        description="λ of the version's label-aware ranking, chosen on its held-out cases "
-        "(0: it ranks by the cosine alone; docs/service.md, 'How the cases are ranked')",
+        description="λ of the label-aware ranking that ordered this answer, chosen on the "
+        "version's held-out cases (0: by the cosine alone, because the version has no label "
+        "term or the request asked label_ranking=false; docs/service.md, 'How the cases are "
+        "ranked')",
     )
     ranking: str = Field(
         description="what ordered this answer's cases: the cosine, or the cosine + λ × log "
@@ -209,7 +211,12 @@ class QueryOut(BaseModel):
     task: Literal["single_label", "multi_label"]
     predictions: list[PredictionOut] = Field(description="every class, most probable first")
     cases: list[HitOut]
-    knn_vote: list[VoteOut] = Field(description="labels among the retrieved labelled cases")
+    knn_vote: list[VoteOut] = Field(
+        description="labels among the labelled cases of the cosine's own top k: the retrieved "
+        "cases when they are ranked by the cosine; with a label term (index.label_weight > 0) "
+        "the cases the cosine alone would have returned, so the vote never leans on the "
+        "classifier it stands beside"
+    )
     knn_vote_basis: VoteBasisOut = Field(
         description="how many retrieved cases the vote counts (unlabelled ones are left out)"
     )

@@ -66,6 +66,8 @@ class LabelRanking:
     weight: float  # λ; 0: the plain cosine ranking
     queries: int = 0
     figures: tuple[tuple[float, float, float], ...] = ()  # (λ, macro P@10, macro AP@100)
+    codes: tuple[str, ...] = ()  # the checkpoint's label codes, in the order of its logits
+    task: str = ""  # the checkpoint's task (labels.Task value); "" when λ is 0
 
     @property
     def active(self) -> bool:
@@ -82,6 +84,8 @@ class LabelRanking:
             "weight": self.weight,
             "queries": self.queries,
             "figures": [list(row) for row in self.figures],
+            "codes": list(self.codes),
+            "task": self.task,
             "chosen_by": "the highest held-out macro P@10 above the plain ranking's, with "
             "a macro AP@100 not below it and a macro P@10 gain above two standard errors "
             "(paired over the queries)",
@@ -93,13 +97,22 @@ class LabelRanking:
         if record is None:
             return cls(0.0)
         try:
-            weight = float(record["weight"])
+            raw = record["weight"]
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise TypeError(f"weight {raw!r} is not a number")
+            weight = float(raw)
             figures = tuple((float(w), float(p), float(a)) for w, p, a in record.get("figures", []))
-            found = cls(weight, int(record.get("queries", 0)), figures)
-        except (KeyError, TypeError, ValueError) as exc:
+            codes = tuple(str(code) for code in record.get("codes", []))
+            task = str(record.get("task", ""))
+            found = cls(weight, int(record.get("queries", 0)), figures, codes, task)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise LabelRankingError(f"not a label-ranking record: {exc}") from None
-        if not np.isfinite(weight) or weight < 0:
+        if not np.isfinite(weight) or weight < 0 or not all(np.isfinite(found.figures).flat):
             raise LabelRankingError(f"not a label-ranking record: weight {weight}")
+        if found.active and (not codes or task not in {t.value for t in Task}):
+            raise LabelRankingError(
+                "not a label-ranking record: λ > 0 needs the label codes and the task"
+            )
         return found
 
 
@@ -131,18 +144,20 @@ def log_priors(
     """(Q, n) log P(query q has case i's diagnosis) for the queries' class probabilities
     (Q, C) and the cases' :func:`case_classes` (module docstring)."""
     p = np.clip(np.atleast_2d(np.asarray(probabilities, dtype=np.float64)), 0.0, 1.0)
-    if task is Task.SINGLE_LABEL:
-        prior = p[:, np.clip(classes, 0, None)]
-        prior = np.where(classes[None, :] == UNKNOWN, best_priors(p, task)[:, None], prior)
-    else:
-        findings = classes[:, :-1].astype(np.float64)  # (n, C)
-        log_absent = np.log(np.clip(1.0 - p, PRIOR_FLOOR, 1.0))  # (Q, C)
-        none_shared = np.exp(log_absent @ findings.T)  # Π over the case's findings of (1 − p)
-        has_finding = findings.sum(axis=1) > 0
-        no_finding = np.exp(log_absent.sum(axis=1, keepdims=True))  # (Q, 1)
-        prior = np.where(has_finding[None, :], 1.0 - none_shared, no_finding)
-        prior = np.where(classes[None, :, -1], best_priors(p, task)[:, None], prior)
-    return np.log(np.clip(prior, PRIOR_FLOOR, 1.0)).astype(np.float32)
+    best = np.log(np.clip(best_priors(p, task), PRIOR_FLOOR, 1.0)).astype(np.float32)
+    if task is Task.SINGLE_LABEL:  # one (Q, C + 1) table, then one gather: (Q, n) float32
+        table = np.concatenate([np.log(np.clip(p, PRIOR_FLOOR, 1.0)), np.zeros((len(p), 1))], 1)
+        table = table.astype(np.float32)
+        table[:, -1] = best  # UNKNOWN (−1) reads the last column
+        return table[:, classes]
+    findings = classes[:, :-1].astype(np.float32)  # (n, C)
+    log_absent = np.log(np.clip(1.0 - p, PRIOR_FLOOR, 1.0)).astype(np.float32)  # (Q, C)
+    none_shared = np.exp(log_absent @ findings.T)  # Π over the case's findings of (1 − p)
+    has_finding = findings.sum(axis=1) > 0
+    no_finding = log_absent.sum(axis=1, keepdims=True)  # log Π (1 − p_j), (Q, 1)
+    prior = np.log(np.clip(1.0 - none_shared, PRIOR_FLOOR, 1.0))
+    prior = np.where(has_finding[None, :], prior, np.maximum(no_finding, np.log(PRIOR_FLOOR)))
+    return np.where(classes[None, :, -1], best[:, None], prior).astype(np.float32)
 
 
 def best_priors(probabilities: np.ndarray, task: Task) -> np.ndarray:
@@ -195,21 +210,23 @@ def choose_label_weight(
     probabilities: np.ndarray,
     classes: np.ndarray,
     task: Task,
+    codes: Sequence[str],
     weights: Sequence[float] = LABEL_WEIGHTS,
 ) -> LabelRanking:
     """λ for cases with unit ``vectors`` (the search space), ``targets``
     (:func:`indexer.calibration.label_targets`) and ``classes`` (:func:`case_classes`),
     from the cases at positions ``queries`` whose class probabilities are
-    ``probabilities`` (len(queries), C). A case of the query's own group (``groups``) is
-    never its neighbour."""
+    ``probabilities`` (len(queries), C), in the order of ``codes``. A case of the query's
+    own group (``groups``) is never its neighbour."""
     weights = sorted({0.0, *weights})
     depth = min(SELECTION_DEPTH, len(vectors) - 1)
     if depth < SELECTION_K or not len(queries):
-        return LabelRanking(0.0)
+        return LabelRanking(0.0, codes=tuple(codes), task=task.value)
     hits = {w: np.zeros(len(queries)) for w in weights}
     precisions = {w: np.zeros(len(queries)) for w in weights}
-    for start in range(0, len(queries), QUERY_CHUNK):
-        chunk = queries[start : start + QUERY_CHUNK]
+    step = max(8, min(QUERY_CHUNK, 2**23 // max(len(vectors), 1)))  # ≈ 32 MB per (chunk, n)
+    for start in range(0, len(queries), step):
+        chunk = queries[start : start + step]
         sims = vectors[chunk] @ vectors.T
         own = groups[chunk][:, None] == groups[None, :]
         relevant = relevance_matrix(targets[chunk], targets, task) & ~own
@@ -238,7 +255,7 @@ def choose_label_weight(
         and _clearly_more(hits[row[0]] - hits[0.0], groups_of)
     ]
     best = max(better, key=lambda row: (row[1], -row[0]), default=plain)
-    return LabelRanking(best[0], len(queries), figures)
+    return LabelRanking(best[0], len(queries), figures, tuple(codes), task.value)
 
 
 @dataclass(frozen=True)
@@ -248,6 +265,7 @@ class CaseDiagnoses:
     ids: np.ndarray  # sorted case ids
     classes: np.ndarray  # their rows, in the same order
     task: Task
+    distinct: np.ndarray  # the different rows among them (distinct_rows)
 
     @classmethod
     def of(
@@ -256,7 +274,7 @@ class CaseDiagnoses:
         """From ``(case id, labels, labelled)`` rows sorted by id (the store's)."""
         ids = np.asarray([row[0] for row in rows], dtype=np.int64)
         classes = case_classes([r[1] for r in rows], [r[2] for r in rows], codes, task)
-        return cls(ids, classes, task)
+        return cls(ids, classes, task, distinct_rows(classes))
 
     def rows(self, case_ids: np.ndarray) -> np.ndarray:
         """The rows of ``case_ids``; a case not known here counts as unlabelled."""
@@ -273,6 +291,13 @@ class CaseDiagnoses:
 
 
 SearchFn = Callable[[int], tuple[np.ndarray, np.ndarray]]  # k → (cosines, ids), best first
+WIDEST = 4096  # candidates beyond this: the whole pool at once
+
+
+def distinct_rows(rows: np.ndarray) -> np.ndarray:
+    """The different diagnoses among ``rows`` (:meth:`CaseDiagnoses.rows`): what bounds
+    the prior a case of that pool can have."""
+    return np.unique(rows) if rows.ndim == 1 else np.unique(rows, axis=0)
 
 
 def label_ranked(
@@ -282,16 +307,20 @@ def label_ranked(
     diagnoses: CaseDiagnoses,
     weight: float,
     top_k: int,
+    distinct: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top ``top_k`` (cosines, ids) of one query by rank score, best first.
 
     ``search(k)`` gives the query's top k by cosine among the ``total`` cases it may
-    return. The candidates grow (×4, from 4 × ``top_k``) until the k-th rank score is at
-    least the best any case outside them could reach (the last candidate's cosine plus λ
-    times the query's best log prior), so the answer is the exact top k of the rank score
-    over what ``search`` can return.
+    return, whose diagnoses are among ``distinct`` (:func:`distinct_rows`). The candidates
+    grow (×4, from 4 × ``top_k``, at least 64; past :data:`WIDEST`, to the whole pool)
+    until the k-th rank score is at least the best any case outside them could reach (the
+    last candidate's cosine plus λ times the best log prior among ``distinct``), so the
+    answer is the exact top k of the rank score over what ``search`` returns (exact for a
+    Flat index; as approximate as the cosine search itself for HNSW or IVF).
     """
-    best = float(np.log(max(float(best_priors(probabilities, diagnoses.task)[0]), PRIOR_FLOOR)))
+    found = log_priors(probabilities[None, :], distinct, diagnoses.task) if len(distinct) else None
+    bound = 0.0 if found is None else float(found.max())  # no diagnosis known: the log of 1
     wanted = min(max(4 * top_k, 64), max(total, 1))
     while True:
         cosines, ids = search(wanted)
@@ -301,6 +330,6 @@ def label_ranked(
         scores = cosines + weight * priors
         order = np.argsort(-scores, kind="stable")[:top_k]
         complete = len(ids) < wanted or wanted >= total
-        if complete or scores[order[-1]] >= cosines[-1] + weight * best:
+        if complete or scores[order[-1]] >= cosines[-1] + weight * bound:
             return cosines[order], ids[order]
-        wanted = min(wanted * 4, total)
+        wanted = total if wanted * 4 > WIDEST else min(wanted * 4, total)

@@ -161,16 +161,22 @@ def label_ranking(
     vectors: np.ndarray, ids: np.ndarray, cases: CaseLabels, task: Task, predicted: Predicted
 ) -> LabelRanking:
     """λ chosen on the version's held-out queries (:mod:`indexer.label_ranking`): the same
-    sample as the match-probability table's, less any case without probabilities."""
+    sample as the match-probability table's, less any case without probabilities. Never
+    on training cases: the classifier is surer of its own training images than of new
+    ones, so with fewer than 50 held-out cases λ stays 0."""
     labelled = np.asarray(cases.labelled, bool)
     held_out = np.asarray(cases.held_out, bool)
-    chosen, sample, _ = calibration_queries(
+    plain = LabelRanking(0.0, codes=tuple(predicted.codes), task=task.value)
+    chosen, sample, from_held_out = calibration_queries(
         labelled, held_out, CALIBRATION_QUERIES, CALIBRATION_SEED
     )
+    if not from_held_out:
+        log.info("label ranking: fewer than %d held-out cases, λ stays 0", MIN_LABELLED_CASES)
+        return plain
     known = [int(ids[chosen[q]]) in predicted.probabilities for q in sample]
     sample = sample[np.asarray(known, bool)] if len(sample) else sample
     if not len(sample):
-        return LabelRanking(0.0)
+        return plain
     labels = [cases.labels[int(i)] for i in chosen]
     classes = case_classes(labels, [True] * len(chosen), predicted.codes, task)
     probabilities = np.stack([predicted.probabilities[int(ids[chosen[q]])] for q in sample])
@@ -182,4 +188,5 @@ def label_ranking(
         probabilities,
         classes,
         task,
+        predicted.codes,
     )

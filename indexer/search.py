@@ -35,7 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from indexer.calibration import RAW_COSINE, CalibrationError, MatchCalibration
-from indexer.label_ranking import CaseDiagnoses, LabelRanking, LabelRankingError, label_ranked
+from indexer.label_ranking import (
+    CaseDiagnoses,
+    LabelRanking,
+    LabelRankingError,
+    distinct_rows,
+    label_ranked,
+)
 from indexer.store import CaseInfo, CollectionInfo, MetadataStore, VersionInfo
 from indexer.vectors.arrays import as_unit_vectors
 from indexer.vectors.errors import VectorIndexError
@@ -91,9 +97,9 @@ class CollectionIndex:
         except LabelRankingError as exc:
             raise SearchError(f"index version in {version.path}: {exc}") from None
         diagnoses = None
-        if ranking.active:
+        if ranking.active:  # the codes and task λ was chosen with, not the collection's
             rows = store.case_diagnoses(collection.id)
-            diagnoses = CaseDiagnoses.of(rows, collection.label_codes, Task(collection.task))
+            diagnoses = CaseDiagnoses.of(rows, ranking.codes, Task(ranking.task))
         return cls(collection, version, index, calibration, raw, ranking, diagnoses)
 
     @property
@@ -164,10 +170,20 @@ class CollectionIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(Q, top_k) cosines and ids ranked by the rank score (id -1: no more cases)."""
         assert self.diagnoses is not None
+        rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        if rows.shape != (len(queries), len(self.ranking.codes)):
+            raise SearchError(
+                f"{rows.shape} class probabilities for {len(queries)} queries: the version's "
+                f"label ranking needs one row of {len(self.ranking.codes)} per query"
+            )
         total = self.size if allowed is None else len(allowed)
+        distinct = (
+            self.diagnoses.distinct
+            if allowed is None
+            else distinct_rows(self.diagnoses.rows(allowed))
+        )
         scores = np.full((len(queries), top_k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), top_k), -1, dtype=np.int64)
-        rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
         for q, query in enumerate(queries):
 
             def search(k: int, query: np.ndarray = query) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +191,7 @@ class CollectionIndex:
                 return found[0][0], found[1][0]
 
             cosines, found = label_ranked(
-                search, total, rows[q], self.diagnoses, self.ranking.weight, top_k
+                search, total, rows[q], self.diagnoses, self.ranking.weight, top_k, distinct
             )
             scores[q, : len(found)], ids[q, : len(found)] = cosines, found
         return scores, ids

@@ -38,8 +38,9 @@ def test_the_label_term_orders_the_cases_and_can_be_turned_off(
     runtime = services.registry.get("derm")
     index = runtime.index
     rows = services.store.case_diagnoses(index.collection.id)
-    index.ranking = LabelRanking(1000.0)
-    index.diagnoses = CaseDiagnoses.of(rows, index.collection.label_codes, Task.SINGLE_LABEL)
+    codes = index.collection.label_codes
+    index.ranking = LabelRanking(1000.0, codes=codes, task="single_label")
+    index.diagnoses = CaseDiagnoses.of(rows, codes, Task.SINGLE_LABEL)
     body = _query(client, ham_image, top_k=30)
     assert body["index"]["label_weight"] == 1000.0
     assert "1000 × log P(the query has the case's diagnosis)" in body["index"]["ranking"]
@@ -51,6 +52,14 @@ def test_the_label_term_orders_the_cases_and_can_be_turned_off(
 
     plain = _query(client, ham_image, top_k=30, label_ranking="false")
     assert plain["index"]["ranking"] == "centred cosine"
+    assert plain["index"]["label_weight"] == 0.0  # what ordered this answer
+    # the vote counts the cosine's own top k either way: it never leans on the classifier
+    assert body["knn_vote"] == plain["knn_vote"]
+    assert body["knn_vote_basis"] == plain["knn_vote_basis"]
+    labels_by_cosine = [case["labels"][0]["code"] for case in plain["cases"]]
+    assert {v["code"]: v["count"] for v in body["knn_vote"]} == {
+        code: labels_by_cosine.count(code) for code in set(labels_by_cosine)
+    }
     scores = [case["score"] for case in plain["cases"]]
     assert scores == sorted(scores, reverse=True)
     assert [c["case_id"] for c in plain["cases"]] != [c["case_id"] for c in body["cases"]]

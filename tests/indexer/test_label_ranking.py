@@ -13,6 +13,7 @@ from indexer.label_ranking import (
     LabelRankingError,
     case_classes,
     choose_label_weight,
+    distinct_rows,
     label_ranked,
     log_priors,
 )
@@ -21,6 +22,7 @@ from indexer.vectors.index import VectorIndex
 from labels import Task
 
 SHA = "0" * 64
+CODES = ("a", "b", "c", "d")
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ def test_an_informative_classifier_gets_a_weight_and_finds_more() -> None:
     probabilities = np.full((len(queries), 4), 0.1)
     probabilities[np.arange(len(queries)), targets[queries]] = 0.7
     chosen = choose_label_weight(
-        vectors, targets, groups, queries, probabilities, targets, Task.SINGLE_LABEL
+        vectors, targets, groups, queries, probabilities, targets, Task.SINGLE_LABEL, CODES
     )
     figures = {w: (p10, ap) for w, p10, ap in chosen.figures}
     assert chosen.active
@@ -79,7 +81,7 @@ def test_a_classifier_that_says_nothing_keeps_the_plain_ranking() -> None:
     queries = np.arange(0, 300, 3)
     flat = np.full((len(queries), 3), 1 / 3)
     chosen = choose_label_weight(
-        vectors, targets, groups, queries, flat, targets, Task.SINGLE_LABEL
+        vectors, targets, groups, queries, flat, targets, Task.SINGLE_LABEL, CODES
     )
     assert chosen.weight == 0.0
     assert not chosen.active
@@ -87,16 +89,23 @@ def test_a_classifier_that_says_nothing_keeps_the_plain_ranking() -> None:
 
 
 def test_a_query_never_finds_its_own_group() -> None:
+    """Each case has a twin: the same vector and label. Counted as neighbours, the twins
+    would put a same-label case first for every query; left out, they must not."""
     vectors, targets, _ = _archive(200, 2, seed=2)
-    groups = np.arange(200) // 2  # pairs: each case's twin is its exact copy
-    vectors[1::2] = vectors[0::2]
+    vectors[1::2], targets[1::2] = vectors[0::2], targets[0::2]
     queries = np.arange(0, 200, 2)
     probabilities = np.full((len(queries), 2), 0.5)
-    chosen = choose_label_weight(
-        vectors, targets, groups, queries, probabilities, targets, Task.SINGLE_LABEL
-    )
-    plain = chosen.figures[0]
-    assert plain[1] < 0.9  # had the twin counted, every query would find it first
+
+    def plain_p10(groups: np.ndarray) -> float:
+        chosen = choose_label_weight(
+            vectors, targets, groups, queries, probabilities, targets, Task.SINGLE_LABEL, CODES
+        )
+        return chosen.figures[0][1]
+
+    apart = plain_p10(np.arange(200) // 2)  # a twin is its case's own group
+    counted = plain_p10(np.arange(200))  # every case its own group: the twin is found
+    assert counted > apart + 0.03  # the twin adds up to 1/10 to P@10 (0.05 here)
+    assert apart < 0.8
 
 
 def _index(vectors: np.ndarray, ids: np.ndarray) -> VectorIndex:
@@ -144,7 +153,8 @@ def test_the_candidate_search_gives_the_exact_top_k_of_the_rank_score(
                 found = index.search(query[None, :], k, allowed_ids=subset)
                 return found[0][0], found[1][0]
 
-            _, got = label_ranked(search, len(pool), p, diagnoses, weight, 10)
+            distinct = distinct_rows(diagnoses.rows(pool))
+            _, got = label_ranked(search, len(pool), p, diagnoses, weight, 10, distinct)
             assert got.tolist() == expected.tolist(), (q, subset is None)
 
 
@@ -160,19 +170,57 @@ def test_the_candidate_search_stops_at_the_cases_there_are() -> None:
         found = index.search(vectors[:1], k)
         return found[0][0], found[1][0]
 
-    cosines, got = label_ranked(search, 7, np.array([0.9, 0.1]), diagnoses, 0.2, 10)
+    p = np.array([0.9, 0.1])
+    cosines, got = label_ranked(search, 7, p, diagnoses, 0.2, 10, diagnoses.distinct)
     assert sorted(got.tolist()) == list(range(7))
     assert got[0] == 0
     assert cosines[0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_stored_ranking_reads_back_and_a_bad_one_is_refused() -> None:
-    ranking = LabelRanking(0.2, 766, ((0.0, 0.6, 0.5), (0.2, 0.69, 0.67)))
+    ranking = LabelRanking(
+        0.2, 766, ((0.0, 0.6, 0.5), (0.2, 0.69, 0.67)), ("a", "b"), "single_label"
+    )
     again = LabelRanking.from_record(ranking.record())
     assert again == ranking
     assert LabelRanking.from_record(None) == LabelRanking(0.0)  # a version from before
     assert "0.2 × log P" in ranking.describe("centred cosine")
     assert LabelRanking(0.0).describe("cosine") == "cosine"
-    for bad in ({"weight": -1}, {"weight": "x"}, {}, {"weight": float("nan")}):
+    good = ranking.record()
+    for bad in (
+        {"weight": -1},
+        {"weight": "x"},
+        {},
+        {"weight": float("nan")},
+        {"weight": True},  # JSON true is not a number here
+        good | {"queries": float("inf")},  # Python's json reads Infinity
+        good | {"figures": [[0.0, float("nan"), 0.5]]},
+        good | {"codes": []},  # λ > 0 must say which logits it reads
+        good | {"task": "three_label"},
+    ):
         with pytest.raises(LabelRankingError):
             LabelRanking.from_record(bad)
+
+
+def test_the_widening_stops_at_the_best_prior_the_pool_holds() -> None:
+    """A filtered pool of one diagnosis: the label term moves nothing, so one search
+    must do, however sure the model is of a diagnosis the pool lacks."""
+    rng = np.random.default_rng(6)
+    vectors = unit(rng.normal(size=(5000, 8)))
+    ids = np.arange(5000, dtype=np.int64)
+    rows = [(int(i), ("a" if i % 2 else "b",), True) for i in ids]
+    diagnoses = CaseDiagnoses.of(rows, ("a", "b"), Task.SINGLE_LABEL)
+    index = _index(vectors, ids)
+    pool = ids[1::2]  # only "a"
+    calls: list[int] = []
+
+    def search(k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(k)
+        found = index.search(vectors[:1], k, allowed_ids=pool)
+        return found[0][0], found[1][0]
+
+    p = np.array([0.001, 0.999])  # sure of "b", which the pool does not hold
+    distinct = distinct_rows(diagnoses.rows(pool))
+    _, got = label_ranked(search, len(pool), p, diagnoses, 0.5, 10, distinct)
+    assert len(calls) == 1
+    assert set(got.tolist()) <= set(pool.tolist())

@@ -9,6 +9,7 @@ more cases of the query's diagnosis than the cosine; shuffled labels leave λ at
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from test_scores_build import active_folder, builder_for
 
 from archives.registry import read_archive
 from indexer.embedding import embed_samples
-from indexer.search import CollectionIndex
+from indexer.search import CollectionIndex, SearchError
 from indexer.store import MetadataStore
 from indexer.vectors.index import stored_scores
+from labels import LabelSpace
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.vit import probabilities
 from support.archives import write_csv
@@ -142,3 +144,61 @@ def test_labels_the_classifier_does_not_know_keep_the_cosine(
     assert record is not None
     assert record["label_ranking"]["weight"] == 0.0
     assert not CollectionIndex.load(store, "derm").ranking.active
+
+
+def _share_same(index: CollectionIndex, store: MetadataStore, checkpoint: Path, source: Path, **kw):
+    """The share of same-label cases in every case's top 10 (the label is the model's)."""
+    loaded = load_checkpoint(checkpoint)
+    logits, keys = _logits(checkpoint, source, "manifest")
+    vectors, _ = _vectors(checkpoint, source)
+    p = probabilities(torch.from_numpy(logits), loaded.meta.model.task).numpy()
+    label_of = dict(zip(keys, np.asarray(loaded.meta.labels.codes)[p.argmax(1)], strict=True))
+    found = index.search(
+        store, vectors, checkpoint_sha256=loaded.sha256, top_k=10,
+        probabilities=p if kw.get("label") else None, filters=kw.get("filters"),
+    )  # fmt: skip
+    same = [
+        hit.case.labels[0] == label_of[key]
+        for key, hits in zip(keys, found, strict=True)
+        for hit in hits
+    ]
+    return float(np.mean(same)), found
+
+
+def test_a_reindex_with_reordered_label_codes_ranks_by_the_new_model(
+    store: MetadataStore, tmp_path: Path
+) -> None:
+    """The collection row keeps the first checkpoint's codes; the version's label ranking
+    must read the probabilities in the order of the checkpoint it was built with."""
+    checkpoint, source = knowing_archive(tmp_path)
+    builder_for(store, tmp_path).build("derm", checkpoint, source)
+    loaded = load_checkpoint(checkpoint)
+    head = loaded.model.classifier.fc2
+    with torch.no_grad():  # the same model with its two logits swapped, codes (B, A)
+        head.weight.copy_(head.weight.flip(0))
+        head.bias.copy_(head.bias.flip(0))
+    swapped = dataclasses.replace(loaded.meta, labels=LabelSpace.from_codes(("B", "A")))
+    reordered = tmp_path / "reordered.safetensors"
+    save_checkpoint(reordered, loaded.model, swapped)
+    builder_for(store, tmp_path).build("derm", reordered, source)
+    index = CollectionIndex.load(store, "derm")
+    assert index.ranking.active
+    assert index.ranking.codes == ("B", "A")
+    by_label, _ = _share_same(index, store, reordered, source, label=True)
+    by_cosine, _ = _share_same(index, store, reordered, source)
+    assert by_label > by_cosine + 0.1
+
+    sha = load_checkpoint(reordered).sha256
+    vectors, _ = _vectors(reordered, source)
+    with pytest.raises(SearchError, match="class probabilities"):  # one row of 2 per query
+        index.search(store, vectors[:2], checkpoint_sha256=sha, probabilities=np.ones((2, 3)))
+
+
+def test_a_filter_holds_under_the_label_ranking(store: MetadataStore, tmp_path: Path) -> None:
+    checkpoint, source = knowing_archive(tmp_path)
+    builder_for(store, tmp_path).build("derm", checkpoint, source)
+    index = CollectionIndex.load(store, "derm")
+    assert index.ranking.active
+    _, found = _share_same(index, store, checkpoint, source, label=True, filters={"label": "B"})
+    assert all(hit.case.labels == ("B",) for hits in found for hit in hits)
+    assert all(len(hits) == 10 for hits in found)

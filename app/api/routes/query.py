@@ -200,18 +200,25 @@ def search_for(
     top_k: int,
     filters: dict[str, str],
     label_ranked: bool = True,
-) -> tuple[list[Hit], float]:
+) -> tuple[list[Hit], list[Hit], float]:
     """The top-k hits (ranked with the version's label term unless ``label_ranked`` is
-    false) and the out-of-distribution score."""
-    hits = runtime.index.search(
-        services.store,
-        prediction.embedding[np.newaxis, :],
-        checkpoint_sha256=runtime.runner.sha256,
-        top_k=top_k,
-        filters=filters or None,
-        probabilities=prediction.probabilities[np.newaxis, :] if label_ranked else None,
-    )[0]
-    return hits, runtime.ood.score(prediction.features)
+    false), the cosine's own top k (what the k-NN vote counts: evidence that does not lean
+    on the classifier) and the out-of-distribution score."""
+
+    def top(probabilities: np.ndarray | None) -> list[Hit]:
+        return runtime.index.search(
+            services.store,
+            prediction.embedding[np.newaxis, :],
+            checkpoint_sha256=runtime.runner.sha256,
+            top_k=top_k,
+            filters=filters or None,
+            probabilities=probabilities,
+        )[0]
+
+    label_term = label_ranked and runtime.index.ranking.active
+    hits = top(prediction.probabilities[np.newaxis, :] if label_term else None)
+    by_cosine = top(None) if label_term else hits
+    return hits, by_cosine, runtime.ood.score(prediction.features)
 
 
 def knn_vote(runtime: CollectionRuntime, hits: list[Hit]) -> list[VoteOut]:
@@ -231,7 +238,7 @@ def index_out(runtime: CollectionRuntime, label_ranked: bool = True) -> QueryInd
     ranking = runtime.index.ranking
     space = "centred cosine" if runtime.index.centre is not None else "cosine"
     return QueryIndexOut(
-        label_weight=ranking.weight,
+        label_weight=ranking.weight if label_ranked else 0.0,
         ranking=ranking.describe(space) if label_ranked else space,
         collection=runtime.name,
         version=runtime.version,
@@ -360,7 +367,7 @@ async def query(
     prediction = await predicted(runtime, canvas)
     embedded_at = time.perf_counter()
     try:
-        hits, score = await services.run(
+        hits, by_cosine, score = await services.run(
             search_for, services, runtime, prediction, top_k, filters, label_ranked
         )
     except (SearchError, StoreError) as exc:
@@ -410,8 +417,8 @@ async def query(
             )
             for h in hits
         ],
-        knn_vote=knn_vote(runtime, hits),
-        knn_vote_basis=vote_basis(hits),
+        knn_vote=knn_vote(runtime, by_cosine),
+        knn_vote_basis=vote_basis(by_cosine),
         out_of_distribution=OodOut(
             flagged=flagged,
             score=score,
