@@ -84,7 +84,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="training config or recipe of stages (default: configs/cpu_recipe.yaml of the "
         "checkout for the synthetic set, minutes; configs/quality_cpu.yaml for --data: an "
         "EfficientNet-Lite0 teacher from ImageNet weights, then the hybrid multi-scale ViT "
-        "started and distilled from it, about 31 min for 3,600 training images on 2 cores)",
+        "started and distilled from it, about 30 min for 3,600 training images on 2 cores)",
     )
     data.add_argument(
         "--stage",
