@@ -10,24 +10,19 @@ order of the query's probability of their label, each keeping its cosine as its 
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from test_query import query
 
 from indexer.label_ranking import CaseDiagnoses, LabelRanking
 from labels import Task
 
 
-def _query(client: TestClient, data: bytes, **params: object) -> dict:
-    response = client.post("/query", params=params, files={"file": ("upload", data)})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_a_version_without_a_gain_ranks_by_the_cosine(client: TestClient, ham_image: bytes) -> None:
-    body = _query(client, ham_image, top_k=10)
+    body = query(client, ham_image, top_k=10)
     assert body["index"]["label_weight"] == 0.0
     assert body["index"]["ranking"] == "centred cosine"
     scores = [case["score"] for case in body["cases"]]
     assert scores == sorted(scores, reverse=True)
-    again = _query(client, ham_image, top_k=10, label_ranking="false")
+    again = query(client, ham_image, top_k=10, label_ranking="false")
     assert [c["case_id"] for c in again["cases"]] == [c["case_id"] for c in body["cases"]]
 
 
@@ -41,7 +36,7 @@ def test_the_label_term_orders_the_cases_and_can_be_turned_off(
     codes = index.collection.label_codes
     index.ranking = LabelRanking(1000.0, codes=codes, task="single_label")
     index.diagnoses = CaseDiagnoses.of(rows, codes, Task.SINGLE_LABEL)
-    body = _query(client, ham_image, top_k=30)
+    body = query(client, ham_image, top_k=30)
     assert body["index"]["label_weight"] == 1000.0
     assert "1000 × log P(the query has the case's diagnosis)" in body["index"]["ranking"]
     p = {pred["code"]: pred["probability"] for pred in body["predictions"]}
@@ -50,7 +45,7 @@ def test_the_label_term_orders_the_cases_and_can_be_turned_off(
     assert set(priors) == {max(p[code] for code in held)}  # the prior decides at this λ
     assert [c["rank"] for c in body["cases"]] == list(range(1, 31))
 
-    plain = _query(client, ham_image, top_k=30, label_ranking="false")
+    plain = query(client, ham_image, top_k=30, label_ranking="false")
     assert plain["index"]["ranking"] == "centred cosine"
     assert plain["index"]["label_weight"] == 0.0  # what ordered this answer
     # the vote counts the cosine's own top k either way: it never leans on the classifier

@@ -1,4 +1,4 @@
-"""Indexer fixtures: a metadata-store URL on SQLite and on PostgreSQL.
+"""Indexer fixtures: a metadata-store URL on SQLite and on PostgreSQL, and the store on it.
 
 The PostgreSQL cases need a server: set ``MEDRET_TEST_POSTGRES_URL`` to a database the
 tests may connect to as a user allowed to create databases, e.g. from a throwaway cluster::
@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from indexer.store import MetadataStore
 
 POSTGRES_URL_ENV = "MEDRET_TEST_POSTGRES_URL"
 
@@ -66,3 +68,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
         yield from fresh_postgres_database(postgres_base_url())
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[MetadataStore]:
+    """The store of every metadata-store test, migrated (a module may define its own)."""
+    store = MetadataStore.open(store_url)
+    yield store
+    store.close()

@@ -18,7 +18,7 @@ import torch
 from test_scores_build import active_folder, builder_for
 
 from archives.registry import read_archive
-from indexer.embedding import embed_samples
+from indexer.embedding import EmbedResult, embed_samples
 from indexer.search import CollectionIndex, SearchError
 from indexer.store import MetadataStore
 from indexer.vectors.index import stored_scores
@@ -33,28 +33,25 @@ COUNT = 160  # 80 train, 80 validation (the held-out queries)
 SHARPER = 50.0  # a freshly initialised head is unsure of everything (p ≈ 0.5)
 
 
-@pytest.fixture
-def store(store_url: str):
-    store = MetadataStore.open(store_url)
-    yield store
-    store.close()
-
-
-def _logits(checkpoint: Path, folder: Path, layout: str) -> tuple[np.ndarray, list[str]]:
+def _embedded(
+    checkpoint: Path, folder: Path, layout: str = "manifest"
+) -> tuple[EmbedResult, list[str]]:
+    """The checkpoint's embeddings and logits of every image of ``folder``, and their keys."""
     loaded = load_checkpoint(checkpoint)
     archive = read_archive(folder, layout)
     result = embed_samples(
         loaded.model, loaded.meta.preprocessing, list(archive.samples),
         device=torch.device("cpu"), workers=0, progress=False,
     )  # fmt: skip
-    return result.logits, [archive.samples[i].key for i in result.indices]
+    return result, [archive.samples[i].key for i in result.indices]
 
 
 def knowing_archive(tmp: Path, *, shuffled: bool = False) -> tuple[Path, Path]:
     """(checkpoint, archive): labels from the checkpoint's own classifier (or shuffled)."""
     checkpoint = make_checkpoint(tmp / "model.safetensors", ("A", "B"))
     images = write_image_folder(tmp / "archive" / "images", COUNT, seed=5)
-    logits, keys = _logits(checkpoint, images, "image_folder")
+    found, keys = _embedded(checkpoint, images, "image_folder")
+    logits = found.logits
     margin = logits[:, 0] - logits[:, 1]
     loaded = load_checkpoint(checkpoint)
     head = loaded.model.classifier.fc2
@@ -91,8 +88,8 @@ def test_a_classifier_that_knows_the_archive_ranks_its_cases(
     index = CollectionIndex.load(store, "derm")
     assert index.ranking.active
     loaded = load_checkpoint(checkpoint)
-    logits, keys = _logits(checkpoint, source, "manifest")
-    vectors, _ = _vectors(checkpoint, source)
+    found, keys = _embedded(checkpoint, source)
+    logits, vectors = found.logits, found.vectors
     p = probabilities(torch.from_numpy(logits), loaded.meta.model.task).numpy()
     label_of = dict(zip(keys, np.where(p[:, 0] > 0.5, "A", "B"), strict=True))
     by_label = index.search(
@@ -125,16 +122,6 @@ def test_a_classifier_that_knows_the_archive_ranks_its_cases(
     assert stored_scores(active_folder(store))[1]["label_ranking"] == ranking  # kept
 
 
-def _vectors(checkpoint: Path, folder: Path) -> tuple[np.ndarray, list[str]]:
-    loaded = load_checkpoint(checkpoint)
-    archive = read_archive(folder, "manifest")
-    result = embed_samples(
-        loaded.model, loaded.meta.preprocessing, list(archive.samples),
-        device=torch.device("cpu"), workers=0, progress=False,
-    )  # fmt: skip
-    return result.vectors, [archive.samples[i].key for i in result.indices]
-
-
 def test_labels_the_classifier_does_not_know_keep_the_cosine(
     store: MetadataStore, tmp_path: Path
 ) -> None:
@@ -149,12 +136,11 @@ def test_labels_the_classifier_does_not_know_keep_the_cosine(
 def _share_same(index: CollectionIndex, store: MetadataStore, checkpoint: Path, source: Path, **kw):
     """The share of same-label cases in every case's top 10 (the label is the model's)."""
     loaded = load_checkpoint(checkpoint)
-    logits, keys = _logits(checkpoint, source, "manifest")
-    vectors, _ = _vectors(checkpoint, source)
-    p = probabilities(torch.from_numpy(logits), loaded.meta.model.task).numpy()
+    images, keys = _embedded(checkpoint, source)
+    p = probabilities(torch.from_numpy(images.logits), loaded.meta.model.task).numpy()
     label_of = dict(zip(keys, np.asarray(loaded.meta.labels.codes)[p.argmax(1)], strict=True))
     found = index.search(
-        store, vectors, checkpoint_sha256=loaded.sha256, top_k=10,
+        store, images.vectors, checkpoint_sha256=loaded.sha256, top_k=10,
         probabilities=p if kw.get("label") else None, filters=kw.get("filters"),
     )  # fmt: skip
     same = [
@@ -189,7 +175,7 @@ def test_a_reindex_with_reordered_label_codes_ranks_by_the_new_model(
     assert by_label > by_cosine + 0.1
 
     sha = load_checkpoint(reordered).sha256
-    vectors, _ = _vectors(reordered, source)
+    vectors = _embedded(reordered, source)[0].vectors
     with pytest.raises(SearchError, match="class probabilities"):  # one row of 2 per query
         index.search(store, vectors[:2], checkpoint_sha256=sha, probabilities=np.ones((2, 3)))
 

@@ -53,13 +53,6 @@ def builder_for(store: MetadataStore, tmp: Path, *, centre: bool = True) -> Inde
     return IndexBuilder(store, cfg)
 
 
-@pytest.fixture
-def store(store_url: str):
-    store = MetadataStore.open(store_url)
-    yield store
-    store.close()
-
-
 def embedded(checkpoint: Path, folder: Path, layout: str) -> tuple[np.ndarray, list[str]]:
     loaded = load_checkpoint(checkpoint)
     archive = read_archive(folder, layout)

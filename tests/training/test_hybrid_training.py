@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_loop import tiny_overrides
 
 from labels import Task
 from model.checkpoint import load_checkpoint
@@ -25,26 +26,16 @@ from training.setup import build_network, optimizer
 
 
 def hybrid_overrides(data: Path, out: Path, cache: Path, **extra: object) -> list[str]:
-    settings: dict[str, object] = {
-        "data.path": str(data),
-        "data.cache_dir": str(cache),
-        "data.workers": 0,
-        "out_dir": str(out),
-        "model.variant": "tiny",
-        "model.depth": 1,
-        "model.stem": "efficientnet_lite0",
-        "model.pretrained": "efficientnet_lite0_imagenet",
-        "model.image_size": 32,
-        "model.embed_dim": 32,
-        "batch_size": 12,
-        "samples_per_class": 4,
+    """test_loop's tiny run with the EfficientNet-Lite0 stem from its ImageNet weights,
+    one short phase and no TensorBoard."""
+    hybrid: dict[str, object] = {
+        "model__stem": "efficientnet_lite0",
+        "model__pretrained": "efficientnet_lite0_imagenet",
         "batches_per_epoch": 2,
-        "device": "cpu",
         "tensorboard": False,
         "phases": "[{epochs: 2, ce: 1, contrastive: 0.5, triplet: 0.5}]",
     }
-    settings.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"{k}={v}" for k, v in settings.items()]
+    return tiny_overrides(data, out, cache, **(hybrid | extra))
 
 
 def test_a_hybrid_vit_trains_from_imagenet_into_a_serving_checkpoint(
