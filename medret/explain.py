@@ -163,6 +163,11 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
             network, query, case, meta.preprocessing, device, centre=index.centre
         )
         case_rgb = _rgb(case)
+        odds = (
+            ""
+            if hit.match_probability is None
+            else f"P(same diagnosis) {hit.match_probability:.2f}"
+        )
         rows.append(
             [
                 Panel(case_rgb, head),
@@ -172,11 +177,19 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
                 ),
                 Panel(
                     heat_overlay(query_rgb, explained.query_map, OPACITY, cell=cell),
-                    (_map_title(f"the query's map for #{hit.rank}", explained.query_map), ""),
+                    (_map_title(f"the query's map for #{hit.rank}", explained.query_map), odds),
                 ),
             ]
         )
-        cases.append({"rank": hit.rank, "case_id": hit.case.id, "score": hit.score, "label": label})
+        cases.append(
+            {
+                "rank": hit.rank,
+                "case_id": hit.case.id,
+                "score": hit.score,
+                "match_probability": hit.match_probability,
+                "label": label,
+            }
+        )
 
     class_name = meta.labels.names[predicted]
     first = [
@@ -192,10 +205,10 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
         f"collection {index.collection.name}, version {index.version.version}",
         f"checkpoint {loaded.sha256[:12]}",
         f"{len(hits)} nearest of {index.size} cases",
-        "maps: token gradient x input,",
+        "maps: token-gradient norm,",
         "all scales on the finest grid;",
-        "colour = share of the largest",
-        "contribution (0 = none shown)",
+        "colour = share of the most",
+        "sensitive cell (0 = none shown)",
     ]
     atomic_write_bytes(args.out, _sheet_png([first, *rows], notes))
     log.info("wrote %s (%d cases explained)", args.out, len(hits))

@@ -1,28 +1,37 @@
-"""Which regions carry a similarity score or a predicted class: token-level gradient × input.
+"""Which regions carry a similarity score or a predicted class: the token-gradient norm.
 
 For a scalar the network computes from an image — the cosine similarity of its embedding
 with a case's, or the logit of a class — the relevance of each patch token of every
-scale is the dot product of the token with the gradient of that scalar with respect to
-it (gradient × input, Shrikumar et al. 2016, "Not just a black box"; applied to the
-tokens of a transformer as in Chefer et al. 2021, "Transformer interpretability beyond
-attention visualization"). To first order it is the token's contribution to the scalar.
+scale is the L2 norm of the gradient of that scalar with respect to the token: how much
+the scalar moves when the token's content changes (the gradient saliency map of
+Simonyan et al. 2014, "Deep inside convolutional networks", taken at the tokens of a
+transformer rather than at the pixels, as Chefer et al. 2021, "Transformer
+interpretability beyond attention visualization", do for their relevance).
 
 Maps from every scale are folded onto the finest grid (level 0: one cell per
 ``patch_size`` pixels of the canvas): a token of level ``l`` covers ``2**l`` × ``2**l``
-finest cells, and adds its relevance to each of them. Negative relevance (evidence
-against) is set to 0, and the map is divided by its maximum, so values lie in [0, 1]
-(all zeros when nothing speaks for the score). A similarity is explained on both
-sides: the query's map with the case's embedding fixed, and the other way round. When the
-index version centres its vectors (``centre``: the mean it stores), the scalar is the
-cosine the service ranks by: of the unit embeddings moved by ``-centre`` and renormalised.
+finest cells, and adds its relevance to each of them. The map is divided by its maximum,
+so values lie in [0, 1] (all zeros when the scalar does not depend on the image). A
+similarity is explained on both sides: the query's map with the case's embedding fixed,
+and the other way round. When the index version centres its vectors (``centre``: the
+mean it stores), the scalar is the cosine the service ranks by: of the unit embeddings
+moved by ``-centre`` and renormalised.
 
-Limits: first-order (a region can matter through interactions the gradient does not
-show); the grid is as coarse as the patches (16 px of a 96 or 224 px canvas); the map
-explains the model, not the diagnosis. For the hybrid ViT (``stem="efficientnet_lite0"``)
-a token is a cell of the convolutional stem's feature map, whose receptive field spans
-much of the canvas: its map says which token carried the score, placed at the cell's
-16 px, so it is less local than the plain ViT's. The computation runs in float32 without
-autocast and is deterministic for a given model and input.
+Why the norm and not gradient × input (the token times its gradient, this module's
+first method): on a generated task whose class is decided by one coloured square, the
+gradient × input map of an accurate model peaked on the square for 0.09–0.54 of the
+canvases, because evidence whose first-order contribution against a zero token is
+negative was clipped away; the gradient norm peaked there for 0.55–1.00 (docs/results.md).
+
+Limits: the norm is unsigned — it says where the score is sensitive, not whether a region
+raises or lowers it; it is first-order (a region can matter through interactions the
+gradient does not show); the grid is as coarse as the patches (16 px of a 96 or 224 px
+canvas); the map explains the model, not the diagnosis. For the hybrid ViT
+(``stem="efficientnet_lite0"``) a token is a cell of the convolutional stem's feature
+map, whose receptive field spans much of the canvas: its map says which token carried
+the score, placed at the cell's 16 px, so it is less local than the plain ViT's. The
+computation runs in float32 without autocast and is deterministic for a given model and
+input.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from torch import nn
 from imaging.preprocessing import PreprocessConfig, normalise
 from model.vit import MultiScaleViT
 
-METHOD = "token gradient × input, all scales folded onto the finest grid"
+METHOD = "token-gradient norm, all scales folded onto the finest grid"
 
 
 @dataclass(frozen=True)
@@ -63,20 +72,20 @@ def _tokens_of(
 
 def _grid_of(
     grads: tuple[torch.Tensor, ...],
-    tokens: list[torch.Tensor],
     index: int,
     canvas_size: torch.Size,
     patch_size: int,
 ) -> np.ndarray:
-    """Gradient × input of sample `index`, per token of every scale, on the finest grid."""
-    per_scale = [(g[index] * t[index]).sum(-1).detach() for g, t in zip(grads, tokens, strict=True)]
+    """The gradient norm of sample `index`, per token of every scale, on the finest grid."""
+    per_scale = [g[index].norm(dim=-1).detach() for g in grads]
     return fold_scales(per_scale, canvas_size, patch_size)
 
 
 def fold_scales(
     per_scale: list[torch.Tensor], canvas_size: tuple[int, int] | torch.Size, patch_size: int
 ) -> np.ndarray:
-    """Per-scale token relevances (n_l,) → one (rows, cols) map in [0, 1] (module text)."""
+    """Per-scale token relevances (n_l,) → one (rows, cols) map in [0, 1] (module text);
+    a negative value (none comes from a norm) counts as 0."""
     rows, cols = int(canvas_size[0]) // patch_size, int(canvas_size[1]) // patch_size
     total = torch.zeros(rows, cols, dtype=torch.float32)
     height, width = int(canvas_size[0]), int(canvas_size[1])
@@ -133,10 +142,10 @@ def explain_similarity(
         network.train(was_training)
     size, patch = query_canvas.shape[-2:], network.cfg.patch_size
     return SimilarityExplanation(
-        query_map=_grid_of(grads, tokens, 0, size, patch),
-        case_map=_grid_of(grads, tokens, 1, case_canvas.shape[-2:], patch),
+        query_map=_grid_of(grads, 0, size, patch),
+        case_map=_grid_of(grads, 1, case_canvas.shape[-2:], patch),
         score=float((query * case).sum().detach()),
-        class_map=None if class_grads is None else _grid_of(class_grads, tokens, 0, size, patch),
+        class_map=None if class_grads is None else _grid_of(class_grads, 0, size, patch),
     )
 
 
@@ -157,4 +166,4 @@ def explain_class(
             grads = torch.autograd.grad(network.classifier(embedding)[0, class_index], tokens)
     finally:
         network.train(was_training)
-    return _grid_of(grads, tokens, 0, canvas.shape[-2:], network.cfg.patch_size)
+    return _grid_of(grads, 0, canvas.shape[-2:], network.cfg.patch_size)

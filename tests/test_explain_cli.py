@@ -85,6 +85,8 @@ def test_the_sheet_shows_the_query_and_every_case_with_their_maps(
     assert scores == sorted(scores, reverse=True)
     assert summary["predicted"] in ("benign", "malignant")
     assert {c["label"] for c in summary["cases"]} <= {"benign", "malignant"}
+    odds = [c["match_probability"] for c in summary["cases"]]
+    assert all(p is None or 0.0 <= p <= 1.0 for p in odds), odds
 
     sheet = np.asarray(Image.open(out).convert("RGB"))
     assert (sheet.shape[1], sheet.shape[0]) == sheet_size(3)
@@ -94,9 +96,9 @@ def test_the_sheet_shows_the_query_and_every_case_with_their_maps(
         return sheet[y : y + PANEL, x : x + PANEL].astype(int)
 
     # each map is drawn over its own picture: exactly that picture where the map is all
-    # zero (no region with positive relevance, which a fresh network often gives), coloured
-    # where it is not; the query's row holds the query and its class map, each case row the
-    # case, the case's map and the query's map for that case
+    # zero (a score that does not depend on the image), coloured where it is not; the
+    # query's row holds the query and its class map, each case row the case, the case's
+    # map and the query's map for that case
     query = picture(0, 0)
     overlays = [(picture(0, 1), query)]
     for row in range(1, 4):

@@ -1,11 +1,13 @@
 """Honesty checks of the explanations (issue 14): localisation, model randomisation,
 determinism, and the folding of every scale onto the finest grid.
 
-A small MultiScaleViT is trained here, in a few seconds, on generated canvases whose
-class is decided only by a striped square at a random place (support/explain_data.py);
-its maps must point at that square, and must change when the weights are re-initialised
-(Adebayo et al. 2018, "Sanity checks for saliency maps"). The measured figures are
-logged (run with ``--log-cli-level=INFO``) and recorded in docs/results.md.
+A small MultiScaleViT is trained here, in about a minute on one core, on generated
+canvases whose class is decided only by a striped square at a random place — red, blue,
+or none (support/explain_data.py, ``three_class_images``); its maps must point at that
+square, and must change when the weights are re-initialised (Adebayo et al. 2018,
+"Sanity checks for saliency maps"). The measured figures are logged (run with
+``--log-cli-level=INFO``) and recorded in docs/results.md; ``bench/explain_localisation.py``
+measures them for other training seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from model.architectures import build_model
 from model.config import ModelConfig
 from model.explain import METHOD, explain_class, explain_similarity, fold_scales
 from model.vit import MultiScaleViT
-from support.explain_data import PatternImages, cells_touching, pattern_images
+from support.explain_data import NO_PATTERN, PatternImages, cells_touching, three_class_images
+from support.saliency import mass_inside, peak_inside, ranks, spearman
 
 CANVAS, PATCH = 64, 8  # an 8×8 finest grid; the pyramid adds a 4×4 level
 CPU = torch.device("cpu")
@@ -35,6 +38,10 @@ class Trained:
     network: MultiScaleViT
     preprocessing: PreprocessConfig
     held_out: PatternImages
+
+    def with_pattern(self) -> list[int]:
+        """The held-out canvases that have a pattern to point at."""
+        return [i for i, label in enumerate(self.held_out.labels.tolist()) if label != NO_PATTERN]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +56,7 @@ def _one_thread() -> Iterator[None]:
 def _config() -> ModelConfig:
     return ModelConfig.from_variant(
         "tiny",
-        num_classes=2,
+        num_classes=3,
         depth=2,
         width=64,
         heads=2,
@@ -62,73 +69,50 @@ def _config() -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def trained(_one_thread: None) -> Trained:
-    """300 Adam steps of cross-entropy on 1024 canvases (about 15 s on one core).
+    """1,200 Adam steps (3e-4) of cross-entropy on 1,536 canvases (about 70 s on one core).
 
     The localisation figures depend on the training seed, not only on the method: with
-    ``torch.manual_seed`` 0, 1, 2, 3 the class map peaks on the pattern in 0.89, 0.41,
-    0.81, 0.44 of the held-out canvases (accuracy 0.99, 0.99, 0.91, 1.00), and plain
-    gradients, pixel gradient × input and integrated gradients move with it. Seed 0 is
-    fixed here; docs/results.md has the whole table.
+    ``torch.manual_seed`` 0, 1, 2, 3 every model reaches held-out accuracy 1.00, and the
+    class map peaks on the pattern in 0.98, 1.00, 0.55, 0.98 of the pattern canvases.
+    Seed 0 is fixed here; docs/results.md has the whole table. (At 1e-3 most seeds never
+    tell blue from "no pattern".)
     """
     torch.manual_seed(0)
     preprocessing = PreprocessConfig(image_size=(CANVAS, CANVAS))
-    train = pattern_images(1024, seed=1, canvas=CANVAS)
+    train = three_class_images(1536, seed=1, canvas=CANVAS)
     inputs = normalise(train.canvases, preprocessing)
     network = build_model(_config())
-    optimiser = torch.optim.Adam(network.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(network.parameters(), lr=3e-4)
     batches = torch.Generator().manual_seed(0)
     network.train()
-    for _ in range(300):
+    for _ in range(1200):
         batch = torch.randint(0, len(train.labels), (32,), generator=batches)
         loss = torch.nn.functional.cross_entropy(network(inputs[batch]).logits, train.labels[batch])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     network.eval()
-    return Trained(network, preprocessing, pattern_images(100, seed=2, canvas=CANVAS))
+    return Trained(network, preprocessing, three_class_images(150, seed=2, canvas=CANVAS))
 
 
 def _class_maps(network: MultiScaleViT, trained: Trained) -> list[np.ndarray]:
+    """The map of its true class for every held-out canvas with a pattern."""
     images = trained.held_out
     return [
         explain_class(
             network, images.canvases[i], trained.preprocessing, CPU, int(images.labels[i])
         )
-        for i in range(len(images.labels))
+        for i in trained.with_pattern()
     ]
 
 
-def _peak_inside(grid: np.ndarray, inside: np.ndarray) -> bool:
-    """Whether the map's maximum lies inside; an all-zero map (no evidence) is a miss."""
-    return bool(grid.max() > 0 and inside[np.unravel_index(int(np.argmax(grid)), grid.shape)])
-
-
-def _mass_inside(grid: np.ndarray, inside: np.ndarray) -> float:
-    """Share of the map's sum on the inside cells; 0 for an all-zero map."""
-    total = float(grid.sum())
-    return float(grid[inside].sum()) / total if total > 0 else 0.0
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 0 … n-1 of a flat array, tied values sharing their mean rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(len(values))
-    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(group, weights=ranks)
-    return (sums / counts)[group]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps over their cells; 0 when one map is constant."""
-    ra, rb = _ranks(a.ravel()), _ranks(b.ravel())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
-    return float((ra * rb).sum() / denominator) if denominator else 0.0
+def _insides(trained: Trained, indices: list[int]) -> list[np.ndarray]:
+    grid = (CANVAS // PATCH, CANVAS // PATCH)
+    return [cells_touching(trained.held_out.boxes[i], grid, PATCH) for i in indices]
 
 
 def test_spearman_ranks_ties_by_their_mean() -> None:
-    assert _ranks(np.array([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
+    assert ranks(np.array([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
     grid = np.arange(16.0).reshape(4, 4)
     assert spearman(grid, grid**3) == pytest.approx(1.0)
     assert spearman(grid, -grid) == pytest.approx(-1.0)
@@ -140,55 +124,51 @@ def test_the_small_model_classifies_held_out_canvases(trained: Trained) -> None:
         logits = trained.network(normalise(trained.held_out.canvases, trained.preprocessing)).logits
     accuracy = float((logits.argmax(-1) == trained.held_out.labels).float().mean())
     LOG.info("held-out accuracy %.2f", accuracy)
-    assert accuracy >= 0.85  # otherwise the localisation below would explain a guesser
+    assert accuracy >= 0.9  # otherwise the localisation below would explain a guesser
 
 
 def test_class_map_peaks_on_the_pattern(trained: Trained) -> None:
-    """A cell is inside when it overlaps the pattern's box (support.cells_touching).
-
-    The issue's goal is a peak inside in ≥ 80 % of queries. This model reaches 0.89, but
-    models trained with other seeds (as accurate) reach 0.41–0.81: the goal is not met
-    robustly, so the test asserts what every seed tried meets — well above a random map
-    (≈ 0.125) — and docs/results.md reports the figures.
-    """
-    boxes = trained.held_out.boxes
+    """The issue's goal: the peak inside the pattern's box for ≥ 80 % of queries (a cell is
+    inside when it overlaps the box: support.cells_touching). This model reaches 0.98;
+    one training seed of four reaches only 0.55 (docs/results.md), so the goal holds for
+    this model, not for every model."""
     grids = _class_maps(trained.network, trained)
-    insides = [
-        cells_touching(box, grid.shape, PATCH) for box, grid in zip(boxes, grids, strict=True)
-    ]
-    hit_rate = np.mean([_peak_inside(g, m) for g, m in zip(grids, insides, strict=True)])
+    insides = _insides(trained, trained.with_pattern())
+    hit_rate = np.mean([peak_inside(g, m) for g, m in zip(grids, insides, strict=True)])
     baseline = np.mean([m.mean() for m in insides])  # where a uniform random map peaks
-    mass = np.mean([_mass_inside(g, m) for g, m in zip(grids, insides, strict=True)])
-    empty = sum(not g.any() for g in grids)
+    mass = np.mean([mass_inside(g, m) for g, m in zip(grids, insides, strict=True)])
     LOG.info(
-        "class map: peak inside %.2f (random map %.3f), mass inside %.2f, all-zero maps %d",
-        hit_rate,
-        baseline,
-        mass,
-        empty,
+        "class map: peak inside %.2f (random map %.3f), mass inside %.2f", hit_rate, baseline, mass
     )
     assert all(g.shape == (CANVAS // PATCH, CANVAS // PATCH) for g in grids)
-    assert hit_rate >= 2.5 * baseline
+    assert hit_rate >= 0.8
     assert mass >= 2.5 * baseline
 
 
-def test_similarity_map_of_the_query_peaks_on_the_pattern(trained: Trained) -> None:
-    """Query i and case i + 2 share a class (classes alternate); 50 pairs."""
+def test_similarity_maps_of_both_sides_peak_on_the_pattern(trained: Trained) -> None:
+    """Query i and case i + 3 share a class (classes cycle by 3); 50 pattern pairs."""
     images = trained.held_out
-    hits = []
-    for i in range(50):
+    pairs = [i for i in trained.with_pattern() if i + 3 < len(images.labels)][:50]
+    query_hits, case_hits = [], []
+    for i, inside, case_inside in zip(
+        pairs, _insides(trained, pairs), _insides(trained, [i + 3 for i in pairs]), strict=True
+    ):
         explanation = explain_similarity(
-            trained.network, images.canvases[i], images.canvases[i + 2], trained.preprocessing, CPU
+            trained.network, images.canvases[i], images.canvases[i + 3], trained.preprocessing, CPU
         )
-        inside = cells_touching(images.boxes[i], explanation.query_map.shape, PATCH)
-        hits.append(_peak_inside(explanation.query_map, inside))
+        query_hits.append(peak_inside(explanation.query_map, inside))
+        case_hits.append(peak_inside(explanation.case_map, case_inside))
         assert explanation.method == METHOD
-        assert explanation.query_map.min() >= 0.0
-        assert explanation.query_map.max() <= 1.0
-    hit_rate = float(np.mean(hits))
-    LOG.info("similarity query map: peak inside %.2f", hit_rate)
-    baseline = float(np.mean([cells_touching(b, (8, 8), PATCH).mean() for b in images.boxes]))
-    assert hit_rate >= 2 * baseline  # 0.74 for this model; a random map: ≈ 0.125
+        for grid in (explanation.query_map, explanation.case_map):
+            assert grid.min() >= 0.0
+            assert grid.max() <= 1.0
+    LOG.info(
+        "similarity maps: peak inside, query %.2f, case %.2f",
+        np.mean(query_hits),
+        np.mean(case_hits),
+    )
+    assert np.mean(query_hits) >= 0.8  # 0.98 for this model; a random map: ≈ 0.125
+    assert np.mean(case_hits) >= 0.8
 
 
 def test_maps_change_when_the_weights_are_reinitialised(trained: Trained) -> None:
@@ -205,10 +185,10 @@ def test_maps_change_when_the_weights_are_reinitialised(trained: Trained) -> Non
 def test_the_same_input_gives_the_identical_map(trained: Trained) -> None:
     network, pre, canvases = trained.network, trained.preprocessing, trained.held_out.canvases
     first_class = explain_class(network, canvases[0], pre, CPU, 1)
-    first_pair = explain_similarity(network, canvases[0], canvases[2], pre, CPU)
-    explain_similarity(network, canvases[5], canvases[7], pre, CPU)  # something in between
+    first_pair = explain_similarity(network, canvases[0], canvases[3], pre, CPU)
+    explain_similarity(network, canvases[5], canvases[8], pre, CPU)  # something in between
     explain_class(network, canvases[5], pre, CPU, 0)
-    again_pair = explain_similarity(network, canvases[0], canvases[2], pre, CPU)
+    again_pair = explain_similarity(network, canvases[0], canvases[3], pre, CPU)
     assert np.array_equal(explain_class(network, canvases[0], pre, CPU, 1), first_class)
     assert np.array_equal(again_pair.query_map, first_pair.query_map)
     assert np.array_equal(again_pair.case_map, first_pair.case_map)

@@ -1,13 +1,19 @@
 """Generated images whose class is decided by one small pattern at a known place.
 
 Every canvas is grey noise (the same distribution for every class) with two squares of
-2-px stripes at random places that do not touch: the *pattern*, red for class 0 and
-green for class 1, and a *distractor*, yellow (red and green at once, so brighter than
-the pattern in every channel the pattern uses), in every image whatever the class.
-Only the pattern decides the class, and its box is returned, so a test can check that
-an explanation points at it and not at the distractor or the noise. (Two textures of one
-colour — horizontal against vertical stripes — are not learnt by a small ViT in the few
-hundred steps a unit test can afford; the hue is.)
+2-px stripes at random places that do not touch: the *pattern*, and a *distractor*,
+yellow (red and green at once), in every image whatever the class. Only the pattern
+decides the class, and its box is returned, so a test can check that an explanation
+points at it and not at the distractor or the noise. (Two textures of one colour —
+horizontal against vertical stripes — are not learnt by a small ViT in the few hundred
+steps a unit test can afford; the hue is.) Two tasks:
+
+* ``pattern_images``: a red pattern (class 0) or a green one (class 1). A model may
+  detect one colour only and explain the other class by its absence, and then its map
+  of that class is right *not* to point at the pattern;
+* ``three_class_images``: a red pattern (0), a blue one (1: the channel the distractor
+  lacks) or none (2: the distractor alone), so that each pattern class needs evidence
+  of its own. What the honesty test trains on.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import torch
 
 RED, GREEN = 0, 1
+BLUE, NO_PATTERN = 1, 2  # the three-class task's classes 1 and 2 (RED stays 0)
 _BRIGHT = 230
 _CHANNELS = {RED: [0], GREEN: [1]}
 _DISTRACTOR_CHANNELS = [0, 1]
@@ -26,8 +33,9 @@ _DISTRACTOR_CHANNELS = [0, 1]
 @dataclass(frozen=True)
 class PatternImages:
     canvases: torch.Tensor  # (N, 3, S, S) uint8
-    labels: torch.Tensor  # (N,) int64: RED or GREEN
-    boxes: np.ndarray  # (N, 4) int: top, left, bottom, right of the pattern (exclusive end)
+    labels: torch.Tensor  # (N,) int64: RED or GREEN; RED, BLUE or NO_PATTERN
+    boxes: np.ndarray  # (N, 4) int: top, left, bottom, right of the pattern (exclusive end;
+    # for NO_PATTERN, where it would be: noise there)
     distractors: np.ndarray  # (N, 4) int: the distractor's box, the same way
 
 
@@ -73,6 +81,29 @@ def pattern_images(count: int, seed: int, *, canvas: int = 64, pattern: int = 16
         distractors[i] = (spot[0], spot[1], spot[0] + pattern, spot[1] + pattern)
     canvases = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
     return PatternImages(canvases, torch.from_numpy(labels).long(), boxes, distractors)
+
+
+def three_class_images(
+    count: int, seed: int, *, canvas: int = 64, pattern: int = 16
+) -> PatternImages:
+    """``count`` canvases of the three-class task, classes cycling RED, BLUE, NO_PATTERN.
+
+    Built from ``pattern_images(count, seed)``: the same noise, distractor and places;
+    each pattern square is refilled with fresh noise and, for RED and BLUE, painted again
+    in its class's channel."""
+    base = pattern_images(count, seed, canvas=canvas, pattern=pattern)
+    rng = np.random.default_rng(seed + 100)
+    labels = np.arange(count) % 3
+    pixels = base.canvases.permute(0, 2, 3, 1).numpy().copy()
+    for i, label in enumerate(labels):
+        top, left, bottom, right = (int(v) for v in base.boxes[i])
+        pixels[i, top:bottom, left:right] = rng.integers(
+            0, 140, size=(bottom - top, right - left, 3), dtype=np.uint8
+        )
+        if label != NO_PATTERN:
+            _paint(pixels[i], (top, left), pattern, [0] if label == RED else [2])
+    canvases = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    return PatternImages(canvases, torch.from_numpy(labels).long(), base.boxes, base.distractors)
 
 
 def cells_touching(box: np.ndarray, grid: tuple[int, int], patch_size: int) -> np.ndarray:
