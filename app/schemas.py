@@ -109,7 +109,8 @@ class CaseOut(BaseModel):
 
 class MapOut(BaseModel):
     grid: list[list[float]] = Field(
-        description="relevance, 0 to 1, on the finest patch grid of the model's canvas: "
+        description="sensitivity (the token-gradient norm), 0 to 1 (1: the most sensitive "
+        "cell), on the finest patch grid of the model's canvas: "
         "cell (r, c) covers canvas pixels [r·p, (r+1)·p) × [c·p, (c+1)·p), p = patch_size"
     )
     overlay: str = Field(
@@ -130,13 +131,21 @@ class ExplanationOut(BaseModel):
     )
     method: str
     patch_size: int = Field(description="canvas pixels per grid cell, each way")
-    query_map: MapOut = Field(description="regions of the query that carry the score")
-    case_map: MapOut = Field(description="regions of the case that carry the score")
+    query_map: MapOut = Field(
+        description="regions of the query the score is most sensitive to (for or against)"
+    )
+    case_map: MapOut = Field(
+        description="regions of the case the score is most sensitive to (for or against)"
+    )
 
 
 class ExplainOut(ExplanationOut):
     request_id: str
-    class_map: ClassMapOut = Field(description="regions of the query that drive its top class")
+    class_map: ClassMapOut = Field(
+        description="regions of the query its top class's logit is most sensitive to: where "
+        "the decision looks, not which class it favours (another class's map is nearly the "
+        "same; docs/service.md)"
+    )
     explain_ms: float
 
 
@@ -165,7 +174,8 @@ class HitOut(CaseOut):
     )
     explanation: ExplanationOut | None = Field(
         None,
-        description="with ?explain=N, for the top N cases: where the similarity comes from "
+        description="with ?explain=N, for the top N cases: the regions of both images the "
+        "similarity is most sensitive to "
         "(null otherwise, or when the case's image cannot be read)",
     )
 

@@ -221,7 +221,8 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
 
 
 def _map_title(title: str, grid: np.ndarray) -> str:
-    """The panel's title; an all-zero map says so (no region has positive relevance)."""
+    """The panel's title; an all-zero map (a score that does not depend on the image)
+    says so."""
     return title if float(grid.max()) > 0 else f"{title}: empty"
 
 

@@ -20,18 +20,21 @@ moved by ``-centre`` and renormalised.
 Why the norm and not gradient × input (the token times its gradient, this module's
 first method): on a generated task whose class is decided by one coloured square, the
 gradient × input map of an accurate model peaked on the square for 0.09–0.54 of the
-canvases, because evidence whose first-order contribution against a zero token is
-negative was clipped away; the gradient norm peaked there for 0.55–1.00 (docs/results.md).
+canvases, and hardly more without clipping its negative values; the gradient norm peaked
+there for 0.54–1.00 (docs/results.md). So the loss comes from multiplying by the token,
+which weighs each region by its own embedding as well (why that hides the pattern was
+not looked into further).
 
 Limits: the norm is unsigned — it says where the score is sensitive, not whether a region
-raises or lowers it; it is first-order (a region can matter through interactions the
-gradient does not show); the grid is as coarse as the patches (16 px of a 96 or 224 px
-canvas); the map explains the model, not the diagnosis. For the hybrid ViT
-(``stem="efficientnet_lite0"``) a token is a cell of the convolutional stem's feature
-map, whose receptive field spans much of the canvas: its map says which token carried
-the score, placed at the cell's 16 px, so it is less local than the plain ViT's. The
-computation runs in float32 without autocast and is deterministic for a given model and
-input.
+raises or lowers it, so the map of a class hardly depends on which class is asked for
+(where the decision looks, not what it decides); it is first-order (a region can matter
+through interactions the gradient does not show); the grid is as coarse as the patches
+(16 px of a 96 or 224 px canvas); the map explains the model, not the diagnosis. For the
+hybrid ViT (``stem="efficientnet_lite0"``) a token is a cell of the convolutional stem's
+feature map, whose receptive field spans much of the canvas: its map says which token
+carried the score, placed at the cell's 16 px, so it is less local than the plain ViT's.
+The computation runs in float32 without autocast and is deterministic for a given model
+and input.
 """
 
 from __future__ import annotations

@@ -460,7 +460,8 @@
     }
     explanation = body;
     el.explainStatus.textContent =
-      `Warm colours mark the regions that carry the similarity ${body.score.toFixed(3)} ` +
+      `Warm colours mark the regions the similarity ${body.score.toFixed(3)} is most ` +
+      `sensitive to, for or against ` +
       `(method: ${body.method}; one cell per ${body.patch_size} px of the model's canvas).`;
     showOverlays();
   }
@@ -472,7 +473,7 @@
     el.queryOverlay.src = queryMap.overlay;
     el.caseOverlay.src = explanation.case_map.overlay;
     el.queryOverlayCaption.textContent = byClass
-      ? `Query · regions behind “${labelText(explanation.class_map)}”`
+      ? `Query · where its decision looked (predicted “${labelText(explanation.class_map)}”)`
       : "Query";
     const opacity = String(Number(el.overlayOpacity.value) / 100);
     for (const overlay of [el.queryOverlay, el.caseOverlay]) {

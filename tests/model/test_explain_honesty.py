@@ -25,7 +25,7 @@ from model.architectures import build_model
 from model.config import ModelConfig
 from model.explain import METHOD, explain_class, explain_similarity, fold_scales
 from model.vit import MultiScaleViT
-from support.explain_data import NO_PATTERN, PatternImages, cells_touching, three_class_images
+from support.explain_data import NO_PATTERN, PatternImages, pattern_cells, three_class_images
 from support.saliency import mass_inside, peak_inside, ranks, spearman
 
 CANVAS, PATCH = 64, 8  # an 8×8 finest grid; the pyramid adds a 4×4 level
@@ -72,9 +72,9 @@ def trained(_one_thread: None) -> Trained:
     """1,200 Adam steps (3e-4) of cross-entropy on 1,536 canvases (about 70 s on one core).
 
     The localisation figures depend on the training seed, not only on the method: with
-    ``torch.manual_seed`` 0, 1, 2, 3 every model reaches held-out accuracy 1.00, and the
-    class map peaks on the pattern in 0.98, 1.00, 0.55, 0.98 of the pattern canvases.
-    Seed 0 is fixed here; docs/results.md has the whole table. (At 1e-3 most seeds never
+    ``torch.manual_seed`` 0 to 7 every model reaches held-out accuracy 1.00, and the class
+    map peaks on the pattern in 0.90–1.00 of the pattern canvases for seven of them, 0.54
+    for seed 2. Seed 0 is fixed here; docs/results.md has the whole table. (At 1e-3 most seeds never
     tell blue from "no pattern".)
     """
     torch.manual_seed(0)
@@ -107,8 +107,9 @@ def _class_maps(network: MultiScaleViT, trained: Trained) -> list[np.ndarray]:
 
 
 def _insides(trained: Trained, indices: list[int]) -> list[np.ndarray]:
+    """Where a peak counts as on the pattern (support.pattern_cells)."""
     grid = (CANVAS // PATCH, CANVAS // PATCH)
-    return [cells_touching(trained.held_out.boxes[i], grid, PATCH) for i in indices]
+    return [pattern_cells(trained.held_out, i, grid, PATCH) for i in indices]
 
 
 def test_spearman_ranks_ties_by_their_mean() -> None:
@@ -129,9 +130,9 @@ def test_the_small_model_classifies_held_out_canvases(trained: Trained) -> None:
 
 def test_class_map_peaks_on_the_pattern(trained: Trained) -> None:
     """The issue's goal: the peak inside the pattern's box for ≥ 80 % of queries (a cell is
-    inside when it overlaps the box: support.cells_touching). This model reaches 0.98;
-    one training seed of four reaches only 0.55 (docs/results.md), so the goal holds for
-    this model, not for every model."""
+    inside when it overlaps the box and not the distractor's: support.pattern_cells). This
+    model reaches 0.98; one training seed of eight reaches only 0.54 (docs/results.md), so
+    the goal holds for this model, not for every model."""
     grids = _class_maps(trained.network, trained)
     insides = _insides(trained, trained.with_pattern())
     hit_rate = np.mean([peak_inside(g, m) for g, m in zip(grids, insides, strict=True)])
@@ -167,7 +168,7 @@ def test_similarity_maps_of_both_sides_peak_on_the_pattern(trained: Trained) -> 
         np.mean(query_hits),
         np.mean(case_hits),
     )
-    assert np.mean(query_hits) >= 0.8  # 0.98 for this model; a random map: ≈ 0.125
+    assert np.mean(query_hits) >= 0.8  # 0.96 for this model; a random map: ≈ 0.125
     assert np.mean(case_hits) >= 0.8
 
 
@@ -224,7 +225,7 @@ def test_fold_adds_the_scales_clips_negatives_and_scales_to_one() -> None:
     per_scale = [torch.zeros(64), torch.zeros(16), torch.zeros(4)]
     per_scale[0][0] = 3.0  # finest cell (0, 0)
     per_scale[1][0] = 1.0  # cells (0..1, 0..1)
-    per_scale[0][63] = -5.0  # evidence against: clipped to 0
+    per_scale[0][63] = -5.0  # a negative value (none comes from a norm): counted as 0
     grid = fold_scales(per_scale, (64, 64), 8)
     assert grid[0, 0] == 1.0
     assert grid[0, 1] == grid[1, 0] == grid[1, 1] == pytest.approx(0.25)

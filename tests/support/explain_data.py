@@ -118,3 +118,14 @@ def cells_touching(box: np.ndarray, grid: tuple[int, int], patch_size: int) -> n
     in_rows = (rows < bottom) & (rows + patch_size > top)
     in_cols = (cols < right) & (cols + patch_size > left)
     return in_rows[:, None] & in_cols[None, :]
+
+
+def pattern_cells(
+    images: PatternImages, index: int, grid: tuple[int, int], patch_size: int
+) -> np.ndarray:
+    """(rows, cols) bool: the cells where a map's peak on canvas ``index`` counts as on the
+    pattern — those touching its box but not the distractor's (the two squares may lie
+    edge to edge, and then one cell holds some of each)."""
+    return cells_touching(images.boxes[index], grid, patch_size) & ~cells_touching(
+        images.distractors[index], grid, patch_size
+    )

@@ -1,5 +1,6 @@
-"""POST /explain: an image and an archived case in; which regions of each carry their
-similarity score, and which regions of the image drive its top class, out.
+"""POST /explain: an image and an archived case in; the regions of each that their
+similarity score is most sensitive to, and those the image's top class is most
+sensitive to, out.
 
 The upload (or the PACS instance named by ``study_uid``, ``series_uid`` and
 ``instance_uid``, as form fields or a JSON body) is decoded exactly as ``POST /query``

@@ -337,7 +337,8 @@ async def query(
         Query(
             ge=0,
             le=MAX_EXPLAINED,
-            description="explain the top N cases: maps of where each similarity comes from",
+            description="explain the top N cases: maps of the regions each similarity is "
+            "most sensitive to",
         ),
     ] = 0,
     label_ranking: Annotated[
