@@ -109,8 +109,8 @@ class CaseOut(BaseModel):
 
 class MapOut(BaseModel):
     grid: list[list[float]] = Field(
-        description="sensitivity (the token-gradient norm), 0 to 1 (1: the most sensitive "
-        "cell), on the finest patch grid of the model's canvas: "
+        description="contribution (integrated gradients, negatives as 0), 0 to 1 (1: the "
+        "largest), on the finest patch grid of the model's canvas: "
         "cell (r, c) covers canvas pixels [r·p, (r+1)·p) × [c·p, (c+1)·p), p = patch_size"
     )
     overlay: str = Field(
@@ -131,20 +131,14 @@ class ExplanationOut(BaseModel):
     )
     method: str
     patch_size: int = Field(description="canvas pixels per grid cell, each way")
-    query_map: MapOut = Field(
-        description="regions of the query the score is most sensitive to (for or against)"
-    )
-    case_map: MapOut = Field(
-        description="regions of the case the score is most sensitive to (for or against)"
-    )
+    query_map: MapOut = Field(description="regions of the query that raise the score")
+    case_map: MapOut = Field(description="regions of the case that raise the score")
 
 
 class ExplainOut(ExplanationOut):
     request_id: str
     class_map: ClassMapOut = Field(
-        description="regions of the query its top class's logit is most sensitive to: where "
-        "the decision looks, not which class it favours (another class's map is nearly the "
-        "same; docs/service.md)"
+        description="regions of the query that raise the logit of its top class"
     )
     explain_ms: float
 
@@ -174,8 +168,8 @@ class HitOut(CaseOut):
     )
     explanation: ExplanationOut | None = Field(
         None,
-        description="with ?explain=N, for the top N cases: the regions of both images the "
-        "similarity is most sensitive to "
+        description="with ?explain=N, for the top N cases: the regions of both images that "
+        "raise the similarity "
         "(null otherwise, or when the case's image cannot be read)",
     )
 

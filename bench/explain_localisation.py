@@ -2,13 +2,15 @@
 
     python bench/explain_localisation.py [--task three|two] [--seeds 0 1 2 3]
                                          [--steps 1200] [--lr 3e-4]
+                                         [--ig-steps 4] [--served-only]
 
 The honesty checks of ``tests/model/test_explain_honesty.py`` for several training seeds,
-for the served method (the token-gradient norm, ``model.explain``) and the one it
-replaced (token gradient × input, negatives clipped). A tiny multi-scale ViT (2 blocks,
-64 wide, 8-px patches on 64-px canvases) is trained with Adam on generated canvases
-(``tests/support/explain_data.py``: grey noise, a yellow striped distractor, the
-class-determining striped square at a random place):
+for the served method (integrated gradients on the tokens, ``model.explain``, with
+``--ig-steps`` steps) and the two served before it (the token-gradient norm, and token
+gradient × input with negatives clipped; ``--served-only`` skips them). A tiny
+multi-scale ViT (2 blocks, 64 wide, 8-px patches on 64-px canvases) is trained with Adam
+on generated canvases (``tests/support/explain_data.py``: grey noise, a yellow striped
+distractor, the class-determining striped square at a random place):
 
 * ``three``: the test's task, a red square (class 0), a blue one (1) or none (2); only
   the pattern classes are measured;
@@ -19,11 +21,11 @@ class-determining striped square at a random place):
 For each held-out canvas with a pattern it prints the share whose class map (of the true
 class) peaks on a cell touching the pattern's box and not the distractor's
 (``support.explain_data.pattern_cells``), in all and per class (a uniform random map:
-≈ 0.12), the map's mass on those cells, the same peak share for the query and the case
+≈ 0.125), the map's mass on those cells, the same peak share for the query and the case
 map of a similarity with a canvas of the same class, the mean Spearman correlation of
 the class maps with those of the same architecture re-initialised (Adebayo et al. 2018;
 < 0.5 passes), and with the map of another class for the same canvas (near 1: the map
-does not tell the classes apart). About 2.5 min a seed on one core.
+does not tell the classes apart). About 3 min a seed on one core (1.5 served only).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ CPU = torch.device("cpu")
 PRE = PreprocessConfig(image_size=(CANVAS, CANVAS))
 
 
+ClassMap = Callable[[MultiScaleViT, torch.Tensor, int], np.ndarray]
+PairMaps = Callable[[MultiScaleViT, torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+
 def _gradient_times_input(
     grads: tuple[torch.Tensor, ...], tokens: list[torch.Tensor], index: int
 ) -> np.ndarray:
@@ -66,43 +72,74 @@ def _gradient_times_input(
     return explain.fold_scales(per_scale, (CANVAS, CANVAS), PATCH)
 
 
-def _replaced_class_map(network: MultiScaleViT, canvas: torch.Tensor, label: int) -> np.ndarray:
-    with torch.enable_grad():
-        tokens = explain._tokens_of(network, canvas.unsqueeze(0), PRE, CPU)
-        logit = network.classifier(network.embed_head(network.features_from_tokens(tokens)))
-        return _gradient_times_input(torch.autograd.grad(logit[0, label], tokens), tokens, 0)
+def _gradient_norm(
+    grads: tuple[torch.Tensor, ...], tokens: list[torch.Tensor], index: int
+) -> np.ndarray:
+    per_scale = [g[index].norm(dim=-1).detach() for g in grads]
+    return explain.fold_scales(per_scale, (CANVAS, CANVAS), PATCH)
 
 
-def _replaced_similarity(
-    network: MultiScaleViT, query: torch.Tensor, case: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides' maps of the pair's cosine, as ``explain.explain_similarity`` takes them."""
-    with torch.enable_grad():
-        tokens = explain._tokens_of(network, torch.stack([query, case]), PRE, CPU)
-        unit = torch.nn.functional.normalize(
-            network.embed_head(network.features_from_tokens(tokens)), dim=-1
-        )
-        target = (unit[0] * unit[1].detach()).sum() + (unit[1] * unit[0].detach()).sum()
-        grads = torch.autograd.grad(target, tokens)
-    return _gradient_times_input(grads, tokens, 0), _gradient_times_input(grads, tokens, 1)
+Relevance = Callable[[tuple[torch.Tensor, ...], list[torch.Tensor], int], np.ndarray]
+
+
+def _leaves(network: MultiScaleViT, canvases: torch.Tensor) -> list[torch.Tensor]:
+    return [t.requires_grad_(True) for t in explain.tokens_of(network, canvases, PRE, CPU)]
+
+
+def _one_pass_class_map(relevance: Relevance) -> ClassMap:
+    """A former method's class map: one backward of the logit to the tokens."""
+
+    def class_map(network: MultiScaleViT, canvas: torch.Tensor, label: int) -> np.ndarray:
+        with torch.enable_grad():
+            tokens = _leaves(network, canvas.unsqueeze(0))
+            logit = network.classifier(network.embed_head(network.features_from_tokens(tokens)))
+            return relevance(torch.autograd.grad(logit[0, label], tokens), tokens, 0)
+
+    return class_map
+
+
+def _one_pass_similarity(relevance: Relevance) -> PairMaps:
+    """A former method's two maps of a pair's cosine, each side with the other fixed."""
+
+    def pair_maps(
+        network: MultiScaleViT, query: torch.Tensor, case: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with torch.enable_grad():
+            tokens = _leaves(network, torch.stack([query, case]))
+            unit = torch.nn.functional.normalize(
+                network.embed_head(network.features_from_tokens(tokens)), dim=-1
+            )
+            target = (unit[0] * unit[1].detach()).sum() + (unit[1] * unit[0].detach()).sum()
+            grads = torch.autograd.grad(target, tokens)
+        return relevance(grads, tokens, 0), relevance(grads, tokens, 1)
+
+    return pair_maps
+
+
+IG_STEPS = [explain.STEPS]  # the served maps' steps (--ig-steps)
 
 
 def _served_class_map(network: MultiScaleViT, canvas: torch.Tensor, label: int) -> np.ndarray:
-    return explain.explain_class(network, canvas, PRE, CPU, label)
+    return explain.explain_class(network, canvas, PRE, CPU, label, steps=IG_STEPS[0])
 
 
 def _served_similarity(
     network: MultiScaleViT, query: torch.Tensor, case: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
-    explained = explain.explain_similarity(network, query, case, PRE, CPU)
+    explained = explain.explain_similarity(network, query, case, PRE, CPU, steps=IG_STEPS[0])
     return explained.query_map, explained.case_map
 
 
-ClassMap = Callable[[MultiScaleViT, torch.Tensor, int], np.ndarray]
-PairMaps = Callable[[MultiScaleViT, torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]
 METHODS: dict[str, tuple[ClassMap, PairMaps]] = {
-    "gradient norm (served)": (_served_class_map, _served_similarity),
-    "gradient × input": (_replaced_class_map, _replaced_similarity),
+    "integrated gradients (served)": (_served_class_map, _served_similarity),
+    "gradient norm": (
+        _one_pass_class_map(_gradient_norm),
+        _one_pass_similarity(_gradient_norm),
+    ),
+    "gradient × input": (
+        _one_pass_class_map(_gradient_times_input),
+        _one_pass_similarity(_gradient_times_input),
+    ),
 }
 
 
@@ -179,9 +216,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--ig-steps",
+        type=int,
+        default=explain.STEPS,
+        help=f"the served maps' integrated-gradients steps (default {explain.STEPS})",
+    )
+    parser.add_argument(
+        "--served-only", action="store_true", help="skip the two methods served before"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # the test's setting: faster than two on 2 shared cores
     print(f"task {args.task}, {args.steps} steps, Adam {args.lr:g}; per class in brackets")
+    IG_STEPS[0] = args.ig_steps
+    if args.served_only:
+        for name in [name for name in METHODS if "(served)" not in name]:
+            del METHODS[name]
     for seed in args.seeds:
         print(measure(args.task, seed, args.steps, args.lr), flush=True)
 

@@ -1,6 +1,6 @@
 """Cost of an explanation against a query's embed time, on the CPU, side by side.
 
-    python bench/explain_speed.py [--rounds 7] [--threads 2]
+    python bench/explain_speed.py [--rounds 7] [--threads 2] [--steps 4]
 
 For the CPU recipe (tiny, 4 blocks, 96 px; ``configs/cpu_recipe.yaml``), the quality
 recipe's hybrid student (EfficientNet-Lite0 stem, tiny, 4 blocks, 128 px;
@@ -32,7 +32,7 @@ import yaml
 from imaging.preprocessing import PreprocessConfig
 from model.architectures import build_model
 from model.config import ModelConfig
-from model.explain import explain_class, explain_similarity
+from model.explain import STEPS, explain_class, explain_similarity
 from model.inference import infer
 from model.vit import MultiScaleViT
 
@@ -59,7 +59,7 @@ def median_seconds(work: dict[str, Callable[[], object]], rounds: int) -> dict[s
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def bench(name: str, cfg: ModelConfig, rounds: int) -> None:
+def bench(name: str, cfg: ModelConfig, rounds: int, steps: int) -> None:
     torch.manual_seed(0)
     network = build_model(cfg).eval()
     assert isinstance(network, MultiScaleViT)
@@ -70,9 +70,11 @@ def bench(name: str, cfg: ModelConfig, rounds: int) -> None:
     case = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
     work: dict[str, Callable[[], object]] = {
         "embed": lambda: infer(network, query.unsqueeze(0), prep, cpu),
-        "one map": lambda: explain_class(network, query, prep, cpu, 0),
-        "similarity": lambda: explain_similarity(network, query, case, prep, cpu),
-        "explanation": lambda: explain_similarity(network, query, case, prep, cpu, class_index=0),
+        "one map": lambda: explain_class(network, query, prep, cpu, 0, steps=steps),
+        "similarity": lambda: explain_similarity(network, query, case, prep, cpu, steps=steps),
+        "explanation": lambda: explain_similarity(
+            network, query, case, prep, cpu, class_index=0, steps=steps
+        ),
     }
     seconds = median_seconds(work, rounds)
     stem = "" if cfg.stem == "patch" else f", {cfg.stem} stem"
@@ -86,16 +88,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median reported)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=STEPS,
+        help=f"integrated-gradients steps (default {STEPS}, what the service uses)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, {args.rounds} rounds"
+        f"{platform.processor() or platform.machine()}, {args.rounds} rounds, "
+        f"{args.steps} integrated-gradients steps"
     )
-    bench("CPU recipe", recipe_config("cpu_recipe.yaml"), args.rounds)
-    bench("quality recipe's hybrid student", recipe_config("student_cpu.yaml"), args.rounds)
-    bench("small 224 px", ModelConfig.from_variant("small", num_classes=7), args.rounds)
+    bench("CPU recipe", recipe_config("cpu_recipe.yaml"), args.rounds, args.steps)
+    student = recipe_config("student_cpu.yaml")
+    bench("quality recipe's hybrid student", student, args.rounds, args.steps)
+    small = ModelConfig.from_variant("small", num_classes=7)
+    bench("small 224 px", small, args.rounds, args.steps)
 
 
 if __name__ == "__main__":

@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--checkpoint (the one the collection was indexed with) and write to --out a PNG "
             "sheet: the query with the map of what drives its predicted class, then for each "
             "of the --top-k nearest cases its image, the case's similarity map and the "
-            "query's map for that case, with rank, score and label. Maps: the token-gradient "
-            "norm over every scale, on the finest patch grid (docs/service.md). Prints a "
+            "query's map for that case, with rank, score and label. Maps: integrated gradients "
+            "on the tokens of every scale, on the finest patch grid (docs/service.md). Prints a "
             "JSON summary."
         ),
     )

@@ -205,10 +205,10 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
         f"collection {index.collection.name}, version {index.version.version}",
         f"checkpoint {loaded.sha256[:12]}",
         f"{len(hits)} nearest of {index.size} cases",
-        "maps: token-gradient norm,",
-        "all scales on the finest grid;",
-        "colour = share of the most",
-        "sensitive cell (0 = none shown)",
+        "maps: integrated gradients",
+        "on the tokens, all scales on the",
+        "finest grid; colour = share of",
+        "the largest contribution",
     ]
     atomic_write_bytes(args.out, _sheet_png([first, *rows], notes))
     log.info("wrote %s (%d cases explained)", args.out, len(hits))
@@ -221,8 +221,8 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
 
 
 def _map_title(title: str, grid: np.ndarray) -> str:
-    """The panel's title; an all-zero map (a score that does not depend on the image)
-    says so."""
+    """The panel's title; an all-zero map (no region raises the score above the
+    baseline's) says so."""
     return title if float(grid.max()) > 0 else f"{title}: empty"
 
 

@@ -1,40 +1,46 @@
-"""Which regions carry a similarity score or a predicted class: the token-gradient norm.
+"""Which regions raise a similarity score or a predicted class: integrated gradients on
+the patch tokens.
 
 For a scalar the network computes from an image — the cosine similarity of its embedding
-with a case's, or the logit of a class — the relevance of each patch token of every
-scale is the L2 norm of the gradient of that scalar with respect to the token: how much
-the scalar moves when the token's content changes (the gradient saliency map of
-Simonyan et al. 2014, "Deep inside convolutional networks", taken at the tokens of a
-transformer rather than at the pixels, as Chefer et al. 2021, "Transformer
-interpretability beyond attention visualization", do for their relevance).
+with a case's, or the logit of a class — each patch token of every scale gets the
+integrated-gradients attribution of Sundararajan et al. 2017 ("Axiomatic attribution for
+deep networks"), taken at the tokens entering the encoder (patch embedding + position +
+scale level) rather than at the pixels, as Chefer et al. 2021 ("Transformer
+interpretability beyond attention visualization") take theirs: the token's offset from
+the baseline times the gradient of the scalar averaged along the straight path from the
+baseline to the tokens, summed over the width. The baseline replaces every token of a
+scale by that scale's mean token: an image whose regions are all alike. The gradient is
+taken at ``STEPS`` points of the path (the midpoint rule: α = ¼ and ¾ for 2). With
+enough points the attributions of all tokens add up to the scalar minus its value at
+the baseline (checked at 64 points by the tests); at 2 they do not (off by 80–100 %
+on the test's model): the map ranks regions, it does not decompose the score. The tokens
+are computed once; the encoder runs over all path points as one batch.
 
 Maps from every scale are folded onto the finest grid (level 0: one cell per
 ``patch_size`` pixels of the canvas): a token of level ``l`` covers ``2**l`` × ``2**l``
-finest cells, and adds its relevance to each of them. The map is divided by its maximum,
-so values lie in [0, 1] (all zeros when the scalar does not depend on the image). A
+finest cells, and adds its attribution to each of them. Negative attribution (a region
+that lowers the scalar) is set to 0, and the map is divided by its maximum, so values lie
+in [0, 1] (all zeros when no region raises the scalar above the baseline's). A
 similarity is explained on both sides: the query's map with the case's embedding fixed,
 and the other way round. When the index version centres its vectors (``centre``: the
 mean it stores), the scalar is the cosine the service ranks by: of the unit embeddings
 moved by ``-centre`` and renormalised.
 
-Why the norm and not gradient × input (the token times its gradient, this module's
-first method): on a generated task whose class is decided by one coloured square, the
-gradient × input map of an accurate model peaked on the square for 0.09–0.54 of the
-canvases, and hardly more without clipping its negative values; the gradient norm peaked
-there for 0.54–1.00 (docs/results.md). So the loss comes from multiplying by the token,
-which weighs each region by its own embedding as well (why that hides the pattern was
-not looked into further).
+Why this method: on a generated task whose class is decided by one coloured square
+(docs/results.md), the two one-pass methods served before each failed one check. Gradient
+× input (the token times its gradient, no path) told classes apart but peaked on the
+square for only 0.09–0.54 of the canvases; the gradient norm found the square on seven
+training seeds of eight but, unsigned, drew the same map whatever class was asked for.
 
-Limits: the norm is unsigned — it says where the score is sensitive, not whether a region
-raises or lowers it, so the map of a class hardly depends on which class is asked for
-(where the decision looks, not what it decides); it is first-order (a region can matter
-through interactions the gradient does not show); the grid is as coarse as the patches
-(16 px of a 96 or 224 px canvas); the map explains the model, not the diagnosis. For the
-hybrid ViT (``stem="efficientnet_lite0"``) a token is a cell of the convolutional stem's
-feature map, whose receptive field spans much of the canvas: its map says which token
-carried the score, placed at the cell's 16 px, so it is less local than the plain ViT's.
-The computation runs in float32 without autocast and is deterministic for a given model
-and input.
+Limits: first-order along one path (regions that matter only together can be misstated);
+the baseline is a choice (another baseline gives other maps); ``STEPS`` points are a
+coarse integral, chosen for cost (docs/benchmarks.md); the grid is as coarse as the
+patches (16 px of a 96 or 224 px canvas); the map explains the model, not the diagnosis.
+For the hybrid ViT (``stem="efficientnet_lite0"``) a token is a cell of the
+convolutional stem's feature map, whose receptive field spans much of the canvas: its
+map says which token carried the score, placed at the cell's 16 px, so it is less local
+than the plain ViT's. The computation runs in float32 without autocast and is
+deterministic for a given model and input.
 """
 
 from __future__ import annotations
@@ -48,7 +54,18 @@ from torch import nn
 from imaging.preprocessing import PreprocessConfig, normalise
 from model.vit import MultiScaleViT
 
-METHOD = "token-gradient norm, all scales folded onto the finest grid"
+STEPS = 2  # points on the path from the baseline to the tokens (module text)
+
+
+def method_name(steps: int = STEPS) -> str:
+    """The method's name in answers, with its number of steps."""
+    return (
+        f"integrated gradients on the tokens ({steps} steps from each scale's mean token), "
+        "all scales folded onto the finest grid"
+    )
+
+
+METHOD = method_name()
 
 
 @dataclass(frozen=True)
@@ -60,35 +77,66 @@ class SimilarityExplanation:
     method: str = METHOD
 
 
-def _tokens_of(
+def tokens_of(
     network: MultiScaleViT,
     canvases: torch.Tensor,
     preprocessing: PreprocessConfig,
     device: torch.device,
 ) -> list[torch.Tensor]:
-    """The patch tokens of every scale of uint8 canvases (B, 3, H, W), as leaves that
-    gradients are taken with respect to."""
+    """The patch tokens of every scale of uint8 canvases (B, 3, H, W), without a graph."""
     x = normalise(canvases.to(device), preprocessing)
     with torch.no_grad():
-        return [t.detach().requires_grad_(True) for t in network.scale_tokens(x)]
+        return [t.detach() for t in network.scale_tokens(x)]
 
 
-def _grid_of(
-    grads: tuple[torch.Tensor, ...],
-    index: int,
-    canvas_size: torch.Size,
-    patch_size: int,
-) -> np.ndarray:
-    """The gradient norm of sample `index`, per token of every scale, on the finest grid."""
-    per_scale = [g[index].norm(dim=-1).detach() for g in grads]
-    return fold_scales(per_scale, canvas_size, patch_size)
+@dataclass(frozen=True)
+class IntegrationPath:
+    """The integration path of a batch of B canvases: ``points`` per scale, (B·steps, n_l,
+    D) leaves for the gradients (sample b's step k at row b·steps + k, at α = (k + ½) /
+    steps: the midpoint rule), and ``offsets`` per scale, (B, n_l, D): each token minus
+    its scale's mean token (the baseline)."""
+
+    points: list[torch.Tensor]
+    offsets: list[torch.Tensor]
+    steps: int
+
+    @classmethod
+    def of(cls, tokens: list[torch.Tensor], steps: int) -> IntegrationPath:
+        if steps < 1:
+            raise ValueError(f"integrated gradients need at least 1 step, got {steps}")
+        points, offsets = [], []
+        for scale in tokens:
+            batch, count, width = scale.shape
+            alphas = (torch.arange(steps, dtype=scale.dtype, device=scale.device) + 0.5) / steps
+            base = scale.mean(dim=1, keepdim=True)  # (B, 1, D)
+            offset = scale - base
+            on_path = base.unsqueeze(1) + alphas.view(1, steps, 1, 1) * offset.unsqueeze(1)
+            points.append(on_path.reshape(batch * steps, count, width).requires_grad_(True))
+            offsets.append(offset)
+        return cls(points, offsets, steps)
+
+    def attributions(self, grads: tuple[torch.Tensor, ...], index: int) -> list[torch.Tensor]:
+        """Sample ``index``'s attribution per token of every scale, (n_l,) each: its offset
+        times the gradient averaged along the path (signed, not folded)."""
+        return [
+            (g.reshape(-1, self.steps, *g.shape[1:])[index].mean(0) * offset[index])
+            .sum(-1)
+            .detach()
+            for g, offset in zip(grads, self.offsets, strict=True)
+        ]
+
+    def grid(
+        self, grads: tuple[torch.Tensor, ...], index: int, canvas_size: torch.Size, patch_size: int
+    ) -> np.ndarray:
+        """Sample ``index``'s attributions folded onto the finest grid (:func:`fold_scales`)."""
+        return fold_scales(self.attributions(grads, index), canvas_size, patch_size)
 
 
 def fold_scales(
     per_scale: list[torch.Tensor], canvas_size: tuple[int, int] | torch.Size, patch_size: int
 ) -> np.ndarray:
-    """Per-scale token relevances (n_l,) → one (rows, cols) map in [0, 1] (module text);
-    a negative value (none comes from a norm) counts as 0."""
+    """Per-scale token attributions (n_l,) → one (rows, cols) map in [0, 1] (module text):
+    added up on the finest cells, negatives set to 0, divided by the maximum."""
     rows, cols = int(canvas_size[0]) // patch_size, int(canvas_size[1]) // patch_size
     total = torch.zeros(rows, cols, dtype=torch.float32)
     height, width = int(canvas_size[0]), int(canvas_size[1])
@@ -104,6 +152,16 @@ def fold_scales(
     return total.numpy()
 
 
+def _unit(embedding: torch.Tensor, centre: np.ndarray | None) -> torch.Tensor:
+    """Embeddings as the index version compares them: unit length, and when it centres
+    (``centre``: its stored mean of unit embeddings) moved by ``-centre`` and renormalised."""
+    unit = nn.functional.normalize(embedding.float(), dim=-1)
+    if centre is None:
+        return unit
+    shift = torch.as_tensor(centre, dtype=torch.float32, device=unit.device)
+    return nn.functional.normalize(unit - shift, dim=-1)
+
+
 def explain_similarity(
     network: MultiScaleViT,
     query_canvas: torch.Tensor,
@@ -113,42 +171,46 @@ def explain_similarity(
     *,
     class_index: int | None = None,
     centre: np.ndarray | None = None,
+    steps: int = STEPS,
 ) -> SimilarityExplanation:
     """Maps of the query and the case (uint8 (3, H, W) canvases) for their cosine score
     (centred on ``centre`` when given, as the index version searches), and, with
     ``class_index``, the query's map for that class's logit.
 
-    One forward of the pair as a batch of two, and one backward of
-    ``e_q · sg(e_c) + e_c · sg(e_q)`` (``sg``: no gradient), which gives each side's
-    gradient of the score with the other side held fixed; the class map takes one more
-    backward through the same graph.
+    The patch tokens of the pair are computed once, and the encoder runs once over them
+    without a graph for the two real embeddings ``e_q``, ``e_c`` (the score), then once
+    over both integration paths as one batch (2 × ``steps``); one backward of
+    ``Σ_k e_q(k) · e_c + e_c(k) · e_q`` (``e(k)``: the embedding at step k of a side's
+    path) gives each side's gradients with the other side held fixed; the class map
+    takes one more backward through the same graph.
     """
     was_training = network.training
     network.eval()
     try:
         with torch.enable_grad():
             pair = torch.stack([query_canvas, case_canvas])
-            tokens = _tokens_of(network, pair, preprocessing, device)
-            embedding = network.embed_head(network.features_from_tokens(tokens))  # (2, E)
-            unit = nn.functional.normalize(embedding.float(), dim=-1)
-            if centre is not None:  # (E,): the index version's mean of unit embeddings
-                shift = torch.as_tensor(centre, dtype=torch.float32, device=unit.device)
-                unit = nn.functional.normalize(unit - shift, dim=-1)
-            query, case = unit[0], unit[1]
-            target = (query * case.detach()).sum() + (case * query.detach()).sum()
-            grads = torch.autograd.grad(target, tokens, retain_graph=class_index is not None)
+            tokens = tokens_of(network, pair, preprocessing, device)
+            with torch.no_grad():  # the two real embeddings: the score and each fixed side
+                ends = _unit(network.embed_head(network.features_from_tokens(tokens)), centre)
+            query, case = ends[0], ends[1]
+            path = IntegrationPath.of(tokens, steps)
+            embedding = network.embed_head(network.features_from_tokens(path.points))
+            sides = _unit(embedding, centre).reshape(2, steps, -1)  # (side, step, E)
+            target = (sides[0] @ case).sum() + (sides[1] @ query).sum()
+            grads = torch.autograd.grad(target, path.points, retain_graph=class_index is not None)
             class_grads = None
             if class_index is not None:
-                logit = network.classifier(embedding)[0, class_index]
-                class_grads = torch.autograd.grad(logit, tokens)
+                logits = network.classifier(embedding.reshape(2, steps, -1)[0])
+                class_grads = torch.autograd.grad(logits[:, class_index].sum(), path.points)
     finally:
         network.train(was_training)
     size, patch = query_canvas.shape[-2:], network.cfg.patch_size
     return SimilarityExplanation(
-        query_map=_grid_of(grads, 0, size, patch),
-        case_map=_grid_of(grads, 1, case_canvas.shape[-2:], patch),
-        score=float((query * case).sum().detach()),
-        class_map=None if class_grads is None else _grid_of(class_grads, 0, size, patch),
+        query_map=path.grid(grads, 0, size, patch),
+        case_map=path.grid(grads, 1, case_canvas.shape[-2:], patch),
+        score=float(query @ case),
+        class_map=None if class_grads is None else path.grid(class_grads, 0, size, patch),
+        method=method_name(steps),
     )
 
 
@@ -158,15 +220,20 @@ def explain_class(
     preprocessing: PreprocessConfig,
     device: torch.device,
     class_index: int,
+    *,
+    steps: int = STEPS,
 ) -> np.ndarray:
-    """The map of what drives the logit of ``class_index`` for one uint8 (3, H, W) canvas."""
+    """The map of what raises the logit of ``class_index`` for one uint8 (3, H, W) canvas."""
     was_training = network.training
     network.eval()
     try:
         with torch.enable_grad():
-            tokens = _tokens_of(network, canvas.unsqueeze(0), preprocessing, device)
-            embedding = network.embed_head(network.features_from_tokens(tokens))
-            grads = torch.autograd.grad(network.classifier(embedding)[0, class_index], tokens)
+            path = IntegrationPath.of(
+                tokens_of(network, canvas.unsqueeze(0), preprocessing, device), steps
+            )
+            embedding = network.embed_head(network.features_from_tokens(path.points))
+            logits = network.classifier(embedding)[:, class_index]
+            grads = torch.autograd.grad(logits.sum(), path.points)
     finally:
         network.train(was_training)
-    return _grid_of(grads, 0, canvas.shape[-2:], network.cfg.patch_size)
+    return path.grid(grads, 0, canvas.shape[-2:], network.cfg.patch_size)

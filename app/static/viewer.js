@@ -460,8 +460,7 @@
     }
     explanation = body;
     el.explainStatus.textContent =
-      `Warm colours mark the regions the similarity ${body.score.toFixed(3)} is most ` +
-      `sensitive to, for or against ` +
+      `Warm colours mark the regions that raise the similarity ${body.score.toFixed(3)} ` +
       `(method: ${body.method}; one cell per ${body.patch_size} px of the model's canvas).`;
     showOverlays();
   }
@@ -473,7 +472,7 @@
     el.queryOverlay.src = queryMap.overlay;
     el.caseOverlay.src = explanation.case_map.overlay;
     el.queryOverlayCaption.textContent = byClass
-      ? `Query · where its decision looked (predicted “${labelText(explanation.class_map)}”)`
+      ? `Query · regions that speak for “${labelText(explanation.class_map)}”`
       : "Query";
     const opacity = String(Number(el.overlayOpacity.value) / 100);
     for (const overlay of [el.queryOverlay, el.caseOverlay]) {

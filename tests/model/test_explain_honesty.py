@@ -23,7 +23,16 @@ import torch
 from imaging.preprocessing import PreprocessConfig, normalise
 from model.architectures import build_model
 from model.config import ModelConfig
-from model.explain import METHOD, explain_class, explain_similarity, fold_scales
+from model.explain import (
+    METHOD,
+    STEPS,
+    IntegrationPath,
+    explain_class,
+    explain_similarity,
+    fold_scales,
+    method_name,
+    tokens_of,
+)
 from model.vit import MultiScaleViT
 from support.explain_data import NO_PATTERN, PatternImages, pattern_cells, three_class_images
 from support.saliency import mass_inside, peak_inside, ranks, spearman
@@ -170,6 +179,64 @@ def test_similarity_maps_of_both_sides_peak_on_the_pattern(trained: Trained) -> 
     )
     assert np.mean(query_hits) >= 0.8  # 0.96 for this model; a random map: ≈ 0.125
     assert np.mean(case_hits) >= 0.8
+
+
+def test_the_class_map_tells_the_classes_apart(trained: Trained) -> None:
+    """The map of another class for the same canvas is not the true class's: a map that
+    showed only where the model is sensitive would be the same for every class (the
+    token-gradient norm: Spearman 0.93–1.00, docs/results.md)."""
+    images = trained.held_out
+    true_maps = _class_maps(trained.network, trained)
+    other_maps = [
+        explain_class(
+            trained.network,
+            images.canvases[i],
+            trained.preprocessing,
+            CPU,
+            (int(images.labels[i]) + 1) % 3,
+        )
+        for i in trained.with_pattern()
+    ]
+    correlations = [spearman(a, b) for a, b in zip(true_maps, other_maps, strict=True)]
+    LOG.info("Spearman true class vs the next class: mean %.2f", np.mean(correlations))
+    assert np.mean(correlations) < 0.5
+
+
+def test_the_attributions_add_up_to_the_change_along_the_path(trained: Trained) -> None:
+    """Integrated gradients' completeness: over every token, the attributions sum to the
+    logit minus its value at the baseline (each scale's mean token), up to the Riemann
+    sum's error, which falls with the steps."""
+    network, pre = trained.network, trained.preprocessing
+    canvas, label = trained.held_out.canvases[0], int(trained.held_out.labels[0])
+    tokens = tokens_of(network, canvas.unsqueeze(0), pre, CPU)
+
+    def logit(scale_tokens: list[torch.Tensor]) -> float:
+        with torch.no_grad():
+            embedding = network.embed_head(network.features_from_tokens(scale_tokens))
+            return float(network.classifier(embedding)[0, label])
+
+    change = logit(tokens) - logit([t.mean(1, keepdim=True).expand_as(t) for t in tokens])
+    errors = []
+    for steps in (4, 64):
+        path = IntegrationPath.of(tokens, steps)
+        with torch.enable_grad():
+            logits = network.classifier(
+                network.embed_head(network.features_from_tokens(path.points))
+            )
+            grads = torch.autograd.grad(logits[:, label].sum(), path.points)
+        total = float(sum(a.sum() for a in path.attributions(grads, 0)))
+        errors.append(abs(total - change))
+    LOG.info("logit change %.3f; |sum - change| at 4 and 64 steps: %s", change, errors)
+    assert abs(change) > 0.5  # the canvas moves the logit: the check below means something
+    assert errors[1] < 0.02 * abs(change)
+    assert errors[1] < errors[0]
+
+
+def test_the_method_names_its_steps() -> None:
+    assert f"({STEPS} steps" in METHOD
+    assert method_name(16) != METHOD
+    with pytest.raises(ValueError, match="at least 1 step"):
+        IntegrationPath.of([torch.zeros(1, 4, 8)], 0)
 
 
 def test_maps_change_when_the_weights_are_reinitialised(trained: Trained) -> None:

@@ -1,6 +1,5 @@
-"""POST /explain: an image and an archived case in; the regions of each that their
-similarity score is most sensitive to, and those the image's top class is most
-sensitive to, out.
+"""POST /explain: an image and an archived case in; the regions of each that raise their
+similarity score, and those of the image that raise its top class, out.
 
 The upload (or the PACS instance named by ``study_uid``, ``series_uid`` and
 ``instance_uid``, as form fields or a JSON body) is decoded exactly as ``POST /query``

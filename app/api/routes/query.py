@@ -71,7 +71,7 @@ PREVIEW_PX = 384
 FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the metadata keys the store can look up
 MAX_FILTER_VALUE = 256  # characters: longer than any metadata value worth matching
 MAX_FILTERS = 20
-MAX_EXPLAINED = 10  # ?explain=N: each explanation costs about two forward-backward passes
+MAX_EXPLAINED = 10  # ?explain=N: each costs about 2-3 query embeds (docs/benchmarks.md)
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
@@ -337,8 +337,7 @@ async def query(
         Query(
             ge=0,
             le=MAX_EXPLAINED,
-            description="explain the top N cases: maps of the regions each similarity is "
-            "most sensitive to",
+            description="explain the top N cases: maps of the regions that raise each similarity",
         ),
     ] = 0,
     label_ranking: Annotated[
