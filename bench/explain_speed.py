@@ -8,9 +8,10 @@ recipe's hybrid student (EfficientNet-Lite0 stem, tiny, 4 blocks, 128 px;
 query canvas and one random case canvas:
 
 * embed: :func:`model.inference.infer` of the query (what ``POST /query`` spends on it);
-* one map: :func:`model.explain.explain_class` (one forward + backward);
+* one map: :func:`model.explain.explain_class` (integrated gradients: the encoder's
+  forward and backward over ``--steps`` path points);
 * similarity: :func:`model.explain.explain_similarity` (both maps of one query/case pair);
-* explanation: similarity + the query's class map from the same forward
+* explanation: similarity + the query's class map from the same path forward
   (``class_index``), what ``POST /explain`` spends.
 
 The four are timed in alternating rounds (machine noise hits them alike); the script

@@ -95,8 +95,8 @@ def test_the_sheet_shows_the_query_and_every_case_with_their_maps(
         x, y = panel_origin(row, column)
         return sheet[y : y + PANEL, x : x + PANEL].astype(int)
 
-    # each map is drawn over its own picture, coloured (a gradient-norm map is all zero
-    # only for a score that does not depend on the image); the query's row holds the
+    # each map is drawn over its own picture, coloured (this model's maps all have some
+    # region that raises their score); the query's row holds the
     # query and its class map, each case row the case, the case's map and the query's
     # map for that case
     query = picture(0, 0)

@@ -71,7 +71,7 @@ PREVIEW_PX = 384
 FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the metadata keys the store can look up
 MAX_FILTER_VALUE = 256  # characters: longer than any metadata value worth matching
 MAX_FILTERS = 20
-MAX_EXPLAINED = 10  # ?explain=N: each costs about 2-3 query embeds (docs/benchmarks.md)
+MAX_EXPLAINED = 10  # ?explain=N: each costs 3.5-10 query embeds (docs/benchmarks.md)
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
