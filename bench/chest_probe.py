@@ -4,8 +4,10 @@
 
 Does the pretrained start carry chest findings without fine-tuning? Every image of
 ``--data`` (read by the product's archive reader, split by patient) is decoded and
-letterboxed as the service does, and the packaged ImageNet backbone (``model.efficientnet``,
-loaded strictly) gives its pooled 1,280 features. One logistic regression per finding
+letterboxed as the indexer does (``archives.canvas.prepare_sample``), and the packaged
+ImageNet backbone (``model.efficientnet``, loaded strictly) gives its pooled 1,280
+features through the one inference path (``model.inference.infer``); unreadable images
+are counted and left out. One logistic regression per finding
 (standardised features, class-balanced weights) is fitted on the training split; its
 regularisation C is chosen by 5-fold cross-validation grouped by patient *within* the
 training split, so the validation patients decide nothing. Prints, for each C, the
@@ -28,18 +30,23 @@ from sklearn.model_selection import GroupKFold
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
+from archives.canvas import prepare_sample  # noqa: E402
+from archives.records import ArchiveError  # noqa: E402
 from archives.registry import read_archive  # noqa: E402
-from imaging.decode import decode_file  # noqa: E402
-from imaging.limits import DEFAULT_LIMITS  # noqa: E402
-from imaging.preprocessing import PreprocessConfig, fit_to_canvas, normalise  # noqa: E402
+from imaging.preprocessing import PreprocessConfig  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
-from model.efficientnet import EfficientNetLite0, load_imagenet_weights  # noqa: E402
+from model.efficientnet import (  # noqa: E402
+    EfficientNetLite0,
+    PretrainedWeightsError,
+    load_imagenet_weights,
+)
+from model.inference import infer  # noqa: E402
 
 GRID_C = (0.0003, 0.001, 0.003, 0.01, 0.03)
 
 
 def features(data: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(features, labels (N, findings) 0/1, patient groups, splits) of every image."""
+    """(features, labels (N, findings) 0/1, patient groups, splits) of every readable image."""
     archive = read_archive(data)
     cfg = ModelConfig.from_variant(
         "tiny", num_classes=len(archive.codes), architecture="efficientnet_lite0", image_size=size
@@ -48,21 +55,26 @@ def features(data: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     load_imagenet_weights(network)
     network.eval()
     preprocessing = PreprocessConfig(image_size=(size, size))
-    rows: list[np.ndarray] = []
+    cpu = torch.device("cpu")
+    rows: list[torch.Tensor] = []
     labels: list[list[bool]] = []
     groups: list[str] = []
     splits: list[str] = []
     batch: list[torch.Tensor] = []
+    unreadable = 0
 
     def flush() -> None:
-        with torch.no_grad():
-            inputs = normalise(torch.stack(batch), preprocessing)
-            rows.append(network.forward_features(inputs).numpy())
+        found = infer(network, torch.stack(batch), preprocessing, cpu, with_features=True)
+        assert found.features is not None
+        rows.append(found.features)
         batch.clear()
 
     for sample in archive.samples:
-        assert sample.path is not None
-        batch.append(fit_to_canvas(decode_file(sample.path, DEFAULT_LIMITS).pixels, (size, size)))
+        prepared = prepare_sample(sample, (size, size))
+        if prepared.canvas is None:
+            unreadable += 1
+            continue
+        batch.append(prepared.canvas)
         labels.append([code in sample.labels for code in archive.codes])
         groups.append(sample.group or sample.key)
         splits.append(sample.split)
@@ -70,7 +82,16 @@ def features(data: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
             flush()
     if batch:
         flush()
-    return np.concatenate(rows), np.array(labels, dtype=int), np.array(groups), np.array(splits)
+    if unreadable:
+        print(f"{unreadable} unreadable images left out")
+    if not rows:
+        raise SystemExit(f"{data}: no readable image")
+    return (
+        torch.cat(rows).numpy(),
+        np.array(labels, dtype=int),
+        np.array(groups),
+        np.array(splits),
+    )
 
 
 def main() -> None:
@@ -80,9 +101,16 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
+    if args.size < 32:
+        parser.error(f"--size must be at least 32 px, got {args.size}")
     torch.set_num_threads(2)
     start = time.perf_counter()
-    x, y, groups, splits = features(args.data, args.size)
+    try:
+        x, y, groups, splits = features(args.data, args.size)
+    except (ArchiveError, PretrainedWeightsError) as exc:
+        raise SystemExit(f"chest_probe: {exc}") from None
+    if not (splits == "train").any() or not (splits == "val").any():
+        raise SystemExit(f"{args.data}: needs both a training and a validation split")
     train, val = splits == "train", splits == "val"
     print(
         f"{len(x)} images at {args.size} px ({train.sum()} train, {val.sum()} validation),"

@@ -116,31 +116,29 @@ def _one_pass_similarity(relevance: Relevance) -> PairMaps:
     return pair_maps
 
 
-IG_STEPS = [explain.STEPS]  # the served maps' steps (--ig-steps)
+def methods(ig_steps: int, served_only: bool) -> dict[str, tuple[ClassMap, PairMaps]]:
+    """The served maps at ``ig_steps`` steps and, unless ``served_only``, the two methods
+    served before, by name."""
 
+    def served_class_map(network: MultiScaleViT, canvas: torch.Tensor, label: int) -> np.ndarray:
+        return explain.explain_class(network, canvas, PRE, CPU, label, steps=ig_steps)
 
-def _served_class_map(network: MultiScaleViT, canvas: torch.Tensor, label: int) -> np.ndarray:
-    return explain.explain_class(network, canvas, PRE, CPU, label, steps=IG_STEPS[0])
+    def served_similarity(
+        network: MultiScaleViT, query: torch.Tensor, case: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        explained = explain.explain_similarity(network, query, case, PRE, CPU, steps=ig_steps)
+        return explained.query_map, explained.case_map
 
-
-def _served_similarity(
-    network: MultiScaleViT, query: torch.Tensor, case: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    explained = explain.explain_similarity(network, query, case, PRE, CPU, steps=IG_STEPS[0])
-    return explained.query_map, explained.case_map
-
-
-METHODS: dict[str, tuple[ClassMap, PairMaps]] = {
-    "integrated gradients (served)": (_served_class_map, _served_similarity),
-    "gradient norm": (
-        _one_pass_class_map(_gradient_norm),
-        _one_pass_similarity(_gradient_norm),
-    ),
-    "gradient × input": (
-        _one_pass_class_map(_gradient_times_input),
-        _one_pass_similarity(_gradient_times_input),
-    ),
-}
+    chosen: dict[str, tuple[ClassMap, PairMaps]] = {
+        "integrated gradients (served)": (served_class_map, served_similarity)
+    }
+    if not served_only:
+        for name, relevance in (
+            ("gradient norm", _gradient_norm),
+            ("gradient × input", _gradient_times_input),
+        ):
+            chosen[name] = (_one_pass_class_map(relevance), _one_pass_similarity(relevance))
+    return chosen
 
 
 def images(task: str, count: int, seed: int) -> PatternImages:
@@ -170,7 +168,9 @@ def trained(task: str, seed: int, steps: int, lr: float) -> MultiScaleViT:
     return network.eval()
 
 
-def measure(task: str, seed: int, steps: int, lr: float) -> str:
+def measure(
+    task: str, seed: int, steps: int, lr: float, compared: dict[str, tuple[ClassMap, PairMaps]]
+) -> str:
     held = images(task, 150 if task == "three" else 100, 2)
     network = trained(task, seed, steps, lr)
     torch.manual_seed(1000 + seed)
@@ -185,7 +185,7 @@ def measure(task: str, seed: int, steps: int, lr: float) -> str:
     step = 3 if task == "three" else 2  # the next canvas of the same class
     lines = [f"seed {seed}: held-out accuracy {accuracy:.2f}"]
     classes = int(held.labels.max()) + 1
-    for name, (class_map, pair_maps) in METHODS.items():
+    for name, (class_map, pair_maps) in compared.items():
         hits: dict[int, list[bool]] = {}
         mass, rho, other, query_hits, case_hits = [], [], [], [], []
         for i in pattern:
@@ -226,14 +226,13 @@ def main() -> None:
         "--served-only", action="store_true", help="skip the two methods served before"
     )
     args = parser.parse_args()
+    if args.ig_steps < 1 or args.steps < 1:
+        parser.error("--steps and --ig-steps must be at least 1")
     torch.set_num_threads(1)  # the test's setting: faster than two on 2 shared cores
     print(f"task {args.task}, {args.steps} steps, Adam {args.lr:g}; per class in brackets")
-    IG_STEPS[0] = args.ig_steps
-    if args.served_only:
-        for name in [name for name in METHODS if "(served)" not in name]:
-            del METHODS[name]
+    compared = methods(args.ig_steps, args.served_only)
     for seed in args.seeds:
-        print(measure(args.task, seed, args.steps, args.lr), flush=True)
+        print(measure(args.task, seed, args.steps, args.lr, compared), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]  # the project's packages first,
 sys.path.append(str(REPO / "tests"))  # then the map measures
 
+from archives.records import ArchiveError  # noqa: E402
 from archives.registry import read_archive  # noqa: E402
 from imaging.decode import decode_file  # noqa: E402
 from imaging.limits import DEFAULT_LIMITS  # noqa: E402
-from imaging.preprocessing import fit_to_canvas, letterbox_geometry, normalise  # noqa: E402
+from imaging.preprocessing import fit_to_canvas, letterbox_geometry  # noqa: E402
 from model.architectures import build_model  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
+from model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from model.explain import explain_class  # noqa: E402
+from model.inference import infer  # noqa: E402
 from model.vit import MultiScaleViT  # noqa: E402
 from support.saliency import spearman  # noqa: E402
 
@@ -54,25 +56,33 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ham10000")
     parser.add_argument("--count", type=int, default=40)
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error(f"--count must be at least 1, got {args.count}")
     torch.set_num_threads(2)
     cpu = torch.device("cpu")
-    loaded = load_checkpoint(args.checkpoint, cpu)
+    try:
+        loaded = load_checkpoint(args.checkpoint, cpu)
+        archive = read_archive(args.data)
+    except (CheckpointError, ArchiveError) as exc:
+        raise SystemExit(f"explain_randomisation: {exc}") from None
     network, meta = loaded.model.eval(), loaded.meta
     if not isinstance(network, MultiScaleViT):
         raise SystemExit(f"{args.checkpoint} is not a multi-scale ViT: nothing to explain")
     torch.manual_seed(0)
     fresh = build_model(meta.model).eval()
     assert isinstance(fresh, MultiScaleViT)
-    samples = [s for s in read_archive(args.data).samples if s.split == "test"][: args.count]
+    samples = [s for s in archive.samples if s.split == "test"][: args.count]
+    if not samples:
+        raise SystemExit(f"{args.data} has no test-split image")
     size, patch = meta.preprocessing.image_size, meta.model.patch_size
     correlations, on_margin = [], {"trained": 0, "re-initialised": 0}
     for sample in samples:
         assert sample.path is not None
         pixels = decode_file(sample.path, DEFAULT_LIMITS).pixels
         canvas = fit_to_canvas(pixels, size)
-        with torch.no_grad():
-            logits = network(normalise(canvas.unsqueeze(0), meta.preprocessing)).logits
-        predicted = int(logits.argmax())
+        predicted = int(
+            infer(network, canvas.unsqueeze(0), meta.preprocessing, cpu).logits.argmax()
+        )
         maps = {
             "trained": explain_class(network, canvas, meta.preprocessing, cpu, predicted),
             "re-initialised": explain_class(fresh, canvas, meta.preprocessing, cpu, predicted),

@@ -96,6 +96,8 @@ def main() -> None:
         help=f"integrated-gradients steps (default {STEPS}, what the service uses)",
     )
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
