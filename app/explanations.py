@@ -13,13 +13,14 @@ import torch
 
 from app.images import CaseImageError, case_pixels
 from app.overlays import overlay_png, png_data_url
+from app.runner import Prediction
 from app.runtime import CollectionRuntime
 from app.schemas import ClassMapOut, ExplanationOut, MapOut
 from imaging.decode import DecodeLimits
 from imaging.limits import holding_reservations
 from indexer.search import Hit
 from indexer.store import CaseInfo
-from model.explain import explain_similarity
+from model.explain import QueryExplainer, explaining
 from model.vit import MultiScaleViT
 
 log = logging.getLogger(__name__)
@@ -54,53 +55,82 @@ def map_out(grid: np.ndarray, canvas: torch.Tensor, patch_size: int) -> MapOut:
     )
 
 
-def similarity_explanation(
-    runtime: CollectionRuntime,
-    query_canvas: torch.Tensor,
-    case: CaseInfo,
-    canvas: torch.Tensor,
-) -> ExplanationOut:
-    """Where the query's and the case's similarity comes from, on both canvases."""
-    return _explained(runtime, query_canvas, case, canvas, None)[0]
-
-
 def full_explanation(
     runtime: CollectionRuntime,
     query_canvas: torch.Tensor,
+    prediction: Prediction,
     case: CaseInfo,
     canvas: torch.Tensor,
-    probabilities: np.ndarray,
 ) -> tuple[ExplanationOut, ClassMapOut]:
-    """The similarity maps and what drives the query's most probable class, from one
-    forward of the pair (:func:`model.explain.explain_similarity` with ``class_index``)."""
-    top = int(np.argmax(probabilities))
-    similarity, grid = _explained(runtime, query_canvas, case, canvas, top)
-    assert grid is not None
+    """The similarity maps of the query and one case, and what drives the query's most
+    probable class, from one path through the encoder per canvas (:mod:`model.explain`)."""
+    top = int(np.argmax(prediction.probabilities))
+    network = explained_network(runtime)
+    with explaining(network):
+        explainer = _explainer(runtime, network, query_canvas, prediction)
+        similarity = _similarity(runtime, explainer, query_canvas, case, canvas)
+        grid = explainer.class_map(top)
     drawn = map_out(grid, query_canvas, similarity.patch_size)
     code = runtime.runner.meta.labels.codes[top]
     return similarity, ClassMapOut(**drawn.model_dump(), code=code, name=runtime.label_name(code))
 
 
-def _explained(
+def hit_explanations(
     runtime: CollectionRuntime,
+    query_canvas: torch.Tensor,
+    prediction: Prediction,
+    hits: Sequence[Hit],
+    limits: DecodeLimits,
+) -> dict[int, ExplanationOut | None]:
+    """Explanations of the query's similarity to each hit, by case id; None for a case
+    whose archived image cannot be read (the hit is still answered). The query's side is
+    prepared once for all of them."""
+    network = explained_network(runtime)
+    explanations: dict[int, ExplanationOut | None] = {}
+    if not hits:  # nothing to explain: the query's path is not worth building
+        return explanations
+    with explaining(network):
+        explainer = _explainer(runtime, network, query_canvas, prediction)
+        for hit in hits:
+            try:
+                canvas = case_canvas(runtime, hit.case, limits)
+            except CaseImageError as exc:
+                log.warning("case %d is not explained: %s", hit.case.id, exc.detail)
+                explanations[hit.case.id] = None
+                continue
+            explanations[hit.case.id] = _similarity(
+                runtime, explainer, query_canvas, hit.case, canvas
+            )
+    return explanations
+
+
+def _explainer(
+    runtime: CollectionRuntime,
+    network: MultiScaleViT,
+    query_canvas: torch.Tensor,
+    prediction: Prediction,
+) -> QueryExplainer:
+    runner = runtime.runner
+    return QueryExplainer(
+        network,
+        query_canvas,
+        runner.meta.preprocessing,
+        runner.device,
+        centre=runtime.index.centre,  # the score explained is the one /query returns
+        query_embedding=prediction.embedding,  # as /query ranked with it
+    )
+
+
+def _similarity(
+    runtime: CollectionRuntime,
+    explainer: QueryExplainer,
     query_canvas: torch.Tensor,
     case: CaseInfo,
     canvas: torch.Tensor,
-    class_index: int | None,
-) -> tuple[ExplanationOut, np.ndarray | None]:
-    network = explained_network(runtime)
-    runner = runtime.runner
-    found = explain_similarity(
-        network,
-        query_canvas,
-        canvas,
-        runner.meta.preprocessing,
-        runner.device,
-        class_index=class_index,
-        centre=runtime.index.centre,  # the score explained is the one /query returns
-    )
-    patch = network.cfg.patch_size
-    similarity = ExplanationOut(
+) -> ExplanationOut:
+    found = explainer.similarity(canvas)
+    patch = explainer.network.cfg.patch_size
+    return ExplanationOut(
         case_id=case.id,
         collection=runtime.name,
         score=found.score,
@@ -109,24 +139,3 @@ def _explained(
         query_map=map_out(found.query_map, query_canvas, patch),
         case_map=map_out(found.case_map, canvas, patch),
     )
-    return similarity, found.class_map
-
-
-def hit_explanations(
-    runtime: CollectionRuntime,
-    query_canvas: torch.Tensor,
-    hits: Sequence[Hit],
-    limits: DecodeLimits,
-) -> dict[int, ExplanationOut | None]:
-    """Explanations of the query's similarity to each hit, by case id; None for a case
-    whose archived image cannot be read (the hit is still answered)."""
-    explanations: dict[int, ExplanationOut | None] = {}
-    for hit in hits:
-        try:
-            canvas = case_canvas(runtime, hit.case, limits)
-        except CaseImageError as exc:
-            log.warning("case %d is not explained: %s", hit.case.id, exc.detail)
-            explanations[hit.case.id] = None
-            continue
-        explanations[hit.case.id] = similarity_explanation(runtime, query_canvas, hit.case, canvas)
-    return explanations

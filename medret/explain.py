@@ -120,7 +120,7 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
     from indexer.search import CollectionIndex
     from model.checkpoint import load_checkpoint
     from model.device import resolve_device
-    from model.explain import METHOD, explain_class, explain_similarity
+    from model.explain import METHOD, QueryExplainer
     from model.inference import infer
     from model.vit import MultiScaleViT, probabilities
 
@@ -143,7 +143,16 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
     )[0]
     predicted = int(result.logits[0].argmax())
     probability = _probability(result.logits[0], meta.model.task.value, predicted)
-    class_map = explain_class(network, query, meta.preprocessing, device, predicted)
+    network.eval()  # as load_checkpoint gives it; the query's side is prepared once for all
+    explainer = QueryExplainer(
+        network,
+        query,
+        meta.preprocessing,
+        device,
+        centre=index.centre,
+        query_embedding=result.embeddings[0],
+    )
+    class_map = explainer.class_map(predicted)
     query_rgb = _rgb(query)
     cell = meta.model.patch_size
 
@@ -159,9 +168,7 @@ def _explain(args: argparse.Namespace, store: MetadataStore) -> dict[str, object
             )
             cases.append({"rank": hit.rank, "case_id": hit.case.id, "unavailable": case})
             continue
-        explained = explain_similarity(
-            network, query, case, meta.preprocessing, device, centre=index.centre
-        )
+        explained = explainer.similarity(case)
         case_rgb = _rgb(case)
         odds = (
             ""

@@ -15,8 +15,14 @@ enough points the attributions of all tokens add up to the scalar minus its valu
 the baseline (checked through ``explain_similarity`` at 64 points by the tests); at 2
 they do not (off by a median 69 %, 6–168 %, on the test's model): the map ranks
 regions, it does not decompose the score. Divided by its maximum, a map has full
-contrast even when the score hardly differs from the baseline's. The tokens
-are computed once; the encoder runs over all path points as one batch.
+contrast even when the score hardly differs from the baseline's. Each canvas's tokens
+are computed once, and the encoder runs over its path points as one batch.
+
+What an explanation costs (docs/benchmarks.md) is cut where the maths allows: the
+query's side (:class:`QueryExplainer`: its path through the encoder, the graph kept) is
+built once for all the cases it is compared with; its real embedding can be the one
+``POST /query`` already computed; the query's and each case's paths are separate graphs,
+so the class map's backward runs through the query's path only.
 
 Maps from every scale are folded onto the finest grid (level 0: one cell per
 ``patch_size`` pixels of the canvas): a token of level ``l`` covers ``2**l`` × ``2**l``
@@ -42,12 +48,15 @@ For the hybrid ViT (``stem="efficientnet_lite0"``) a token is a cell of the
 convolutional stem's feature map, whose receptive field spans much of the canvas: its
 map says which token carried the score, placed at the cell's 16 px, so it is less local
 than the plain ViT's. The computation runs in float32 without autocast and is
-deterministic for a given model and input.
+deterministic for a given model and input (a ``query_embedding`` passed in is taken as it
+is: on CUDA the service's comes from its bf16 forward).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -164,6 +173,111 @@ def _unit(embedding: torch.Tensor, centre: np.ndarray | None) -> torch.Tensor:
     return nn.functional.normalize(unit - shift, dim=-1)
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One canvas's integration path with its graph, and its real embedding."""
+
+    path: IntegrationPath
+    raw: torch.Tensor  # (steps, E) the heads' embeddings along the path, with the graph
+    unit: torch.Tensor  # (steps, E) the same, as the index version compares them
+    fixed: torch.Tensor  # (E,) the real embedding, compared so, without a graph
+
+
+def _side(
+    network: MultiScaleViT,
+    canvas: torch.Tensor,
+    preprocessing: PreprocessConfig,
+    device: torch.device,
+    centre: np.ndarray | None,
+    steps: int,
+    embedding: torch.Tensor | np.ndarray | None = None,
+) -> _Side:
+    tokens = tokens_of(network, canvas.unsqueeze(0), preprocessing, device)
+    if embedding is None:
+        with torch.no_grad():
+            embedding = network.embed_head(network.features_from_tokens(tokens))[0]
+    fixed = _unit(torch.as_tensor(embedding, dtype=torch.float32, device=device), centre)
+    path = IntegrationPath.of(tokens, steps)
+    raw = network.embed_head(network.features_from_tokens(path.points))
+    return _Side(path, raw, _unit(raw, centre), fixed.detach())
+
+
+class QueryExplainer:
+    """The query's side of its explanations, prepared once: its tokens, its integration
+    path through the encoder (the graph kept) and its real embedding. Then each case costs
+    its own side and one backward through both paths (:meth:`similarity`), and the class
+    map one backward through the query's path alone (:meth:`class_map`).
+
+    ``query_embedding``: the query's embedding as ``POST /query`` computed it (unit length,
+    not centred), which spares an encoder pass and makes the query's side of the score
+    explained the one ranked; by default it is computed from the canvas. Use it inside
+    :func:`explaining`, which holds the network in eval mode.
+    """
+
+    def __init__(
+        self,
+        network: MultiScaleViT,
+        query_canvas: torch.Tensor,
+        preprocessing: PreprocessConfig,
+        device: torch.device,
+        *,
+        centre: np.ndarray | None = None,
+        steps: int = STEPS,
+        query_embedding: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        if network.training:
+            raise RuntimeError("explanations are of the network in eval mode (explaining())")
+        self.network, self.preprocessing, self.device = network, preprocessing, device
+        self.centre, self.steps = centre, steps
+        self.size = query_canvas.shape[-2:]
+        with torch.enable_grad():
+            self.query = _side(
+                network, query_canvas, preprocessing, device, centre, steps, query_embedding
+            )
+
+    def similarity(self, case_canvas: torch.Tensor) -> SimilarityExplanation:
+        """Both maps of the query and one case (uint8 (3, H, W)) for their cosine score:
+        one backward of ``Σ_k e_q(k) · e_c + e_c(k) · e_q`` (``e(k)``: the embedding at
+        step k of a side's path) gives each side's gradients with the other side fixed."""
+        query, patch = self.query, self.network.cfg.patch_size
+        with torch.enable_grad():
+            case = _side(
+                self.network, case_canvas, self.preprocessing, self.device, self.centre, self.steps
+            )
+            target = (query.unit @ case.fixed).sum() + (case.unit @ query.fixed).sum()
+            grads = torch.autograd.grad(
+                target, [*query.path.points, *case.path.points], retain_graph=True
+            )
+        scales = len(query.path.points)
+        return SimilarityExplanation(
+            query_map=query.path.grid(grads[:scales], 0, self.size, patch),
+            case_map=case.path.grid(grads[scales:], 0, case_canvas.shape[-2:], patch),
+            score=float(query.fixed @ case.fixed),
+            method=method_name(self.steps),
+        )
+
+    def class_map(self, class_index: int) -> np.ndarray:
+        """The query's map for the logit of ``class_index``, through the kept path."""
+        query = self.query
+        with torch.enable_grad():
+            logits = self.network.classifier(query.raw)
+            grads = torch.autograd.grad(
+                logits[:, class_index].sum(), query.path.points, retain_graph=True
+            )
+        return query.path.grid(grads, 0, self.size, self.network.cfg.patch_size)
+
+
+@contextmanager
+def explaining(network: nn.Module) -> Iterator[None]:
+    """Hold ``network`` in eval mode (explanations are of the network as it serves)."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)
+
+
 def explain_similarity(
     network: MultiScaleViT,
     query_canvas: torch.Tensor,
@@ -174,46 +288,25 @@ def explain_similarity(
     class_index: int | None = None,
     centre: np.ndarray | None = None,
     steps: int = STEPS,
+    query_embedding: torch.Tensor | np.ndarray | None = None,
 ) -> SimilarityExplanation:
     """Maps of the query and the case (uint8 (3, H, W) canvases) for their cosine score
     (centred on ``centre`` when given, as the index version searches), and, with
-    ``class_index``, the query's map for that class's logit.
-
-    The patch tokens of the pair are computed once, and the encoder runs once over them
-    without a graph for the two real embeddings ``e_q``, ``e_c`` (the score), then once
-    over both integration paths as one batch (2 × ``steps``); one backward of
-    ``Σ_k e_q(k) · e_c + e_c(k) · e_q`` (``e(k)``: the embedding at step k of a side's
-    path) gives each side's gradients with the other side held fixed; the class map
-    takes one more backward through the same graph.
-    """
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.enable_grad():
-            pair = torch.stack([query_canvas, case_canvas])
-            tokens = tokens_of(network, pair, preprocessing, device)
-            with torch.no_grad():  # the two real embeddings: the score and each fixed side
-                ends = _unit(network.embed_head(network.features_from_tokens(tokens)), centre)
-            query, case = ends[0], ends[1]
-            path = IntegrationPath.of(tokens, steps)
-            embedding = network.embed_head(network.features_from_tokens(path.points))
-            sides = _unit(embedding, centre).reshape(2, steps, -1)  # (side, step, E)
-            target = (sides[0] @ case).sum() + (sides[1] @ query).sum()
-            grads = torch.autograd.grad(target, path.points, retain_graph=class_index is not None)
-            class_grads = None
-            if class_index is not None:
-                logits = network.classifier(embedding.reshape(2, steps, -1)[0])
-                class_grads = torch.autograd.grad(logits[:, class_index].sum(), path.points)
-    finally:
-        network.train(was_training)
-    size, patch = query_canvas.shape[-2:], network.cfg.patch_size
-    return SimilarityExplanation(
-        query_map=path.grid(grads, 0, size, patch),
-        case_map=path.grid(grads, 1, case_canvas.shape[-2:], patch),
-        score=float(query @ case),
-        class_map=None if class_grads is None else path.grid(class_grads, 0, size, patch),
-        method=method_name(steps),
-    )
+    ``class_index``, the query's map for that class's logit (:class:`QueryExplainer`)."""
+    with explaining(network):
+        explainer = QueryExplainer(
+            network,
+            query_canvas,
+            preprocessing,
+            device,
+            centre=centre,
+            steps=steps,
+            query_embedding=query_embedding,
+        )
+        found = explainer.similarity(case_canvas)
+        if class_index is None:
+            return found
+        return replace(found, class_map=explainer.class_map(class_index))
 
 
 def explain_class(
@@ -226,16 +319,11 @@ def explain_class(
     steps: int = STEPS,
 ) -> np.ndarray:
     """The map of what raises the logit of ``class_index`` for one uint8 (3, H, W) canvas."""
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.enable_grad():
-            path = IntegrationPath.of(
-                tokens_of(network, canvas.unsqueeze(0), preprocessing, device), steps
-            )
-            embedding = network.embed_head(network.features_from_tokens(path.points))
-            logits = network.classifier(embedding)[:, class_index]
-            grads = torch.autograd.grad(logits.sum(), path.points)
-    finally:
-        network.train(was_training)
+    with explaining(network), torch.enable_grad():
+        path = IntegrationPath.of(
+            tokens_of(network, canvas.unsqueeze(0), preprocessing, device), steps
+        )
+        embedding = network.embed_head(network.features_from_tokens(path.points))
+        logits = network.classifier(embedding)[:, class_index]
+        grads = torch.autograd.grad(logits.sum(), path.points)
     return path.grid(grads, 0, canvas.shape[-2:], network.cfg.patch_size)

@@ -39,3 +39,11 @@ def test_the_explained_score_is_the_centred_cosine() -> None:
     assert abs(centred.score - plain.score) > 1e-3  # the centre changes what is explained
     assert centred.query_map.shape == plain.query_map.shape
     assert 0.0 <= centred.query_map.min() <= centred.query_map.max() <= 1.0
+
+    # the service's form: the query's embedding as /query computed it (unit, not centred)
+    given = explain_similarity(
+        network, canvases[0], canvases[1], pre, CPU, centre=centre, query_embedding=embeddings[0]
+    )
+    assert given.score == pytest.approx(by_hand, abs=1e-5)
+    np.testing.assert_allclose(given.query_map, centred.query_map, atol=1e-5)
+    np.testing.assert_allclose(given.case_map, centred.case_map, atol=1e-5)

@@ -28,12 +28,15 @@ from model.explain import (
     METHOD,
     STEPS,
     IntegrationPath,
+    QueryExplainer,
     explain_class,
     explain_similarity,
+    explaining,
     fold_scales,
     method_name,
     tokens_of,
 )
+from model.inference import infer
 from model.vit import MultiScaleViT
 from support.explain_data import NO_PATTERN, PatternImages, pattern_cells, three_class_images
 from support.saliency import mass_inside, peak_inside, ranks, spearman
@@ -324,6 +327,33 @@ def test_the_same_input_gives_the_identical_map(trained: Trained) -> None:
     assert np.array_equal(again_pair.query_map, first_pair.query_map)
     assert np.array_equal(again_pair.case_map, first_pair.case_map)
     assert again_pair.score == first_pair.score
+
+
+def test_one_prepared_query_explains_each_case_as_a_pair_alone(trained: Trained) -> None:
+    """The query's side, prepared once and its graph kept, gives every case the maps the
+    pair gets alone, whatever came before; the class map through the kept path is the
+    one-canvas class map; the query's embedding as /query computed it gives the same."""
+    network, pre, canvases = trained.network, trained.preprocessing, trained.held_out.canvases
+    alone = [explain_similarity(network, canvases[0], canvases[i], pre, CPU) for i in (2, 6, 9)]
+    embedding = infer(network, canvases[:1], pre, CPU).embeddings[0]
+    with explaining(network):
+        explainer = QueryExplainer(network, canvases[0], pre, CPU, query_embedding=embedding)
+        shared = [explainer.similarity(canvases[i]) for i in (2, 6, 9)]
+        class_map = explainer.class_map(1)
+    for one, other in zip(alone, shared, strict=True):
+        np.testing.assert_allclose(other.query_map, one.query_map, atol=1e-5)
+        np.testing.assert_allclose(other.case_map, one.case_map, atol=1e-5)
+        assert other.score == pytest.approx(one.score, abs=1e-5)
+    assert not np.allclose(shared[0].query_map, shared[1].query_map, atol=1e-2)  # per case
+    np.testing.assert_allclose(
+        class_map, explain_class(network, canvases[0], pre, CPU, 1), atol=1e-5
+    )
+
+
+def test_a_query_is_explained_only_in_eval_mode(trained: Trained) -> None:
+    network = build_model(_config()).train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        QueryExplainer(network, trained.held_out.canvases[0], trained.preprocessing, CPU)
 
 
 def test_explaining_leaves_a_training_network_in_training_mode(trained: Trained) -> None:

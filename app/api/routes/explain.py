@@ -92,7 +92,7 @@ async def explain(
     explained_at = time.perf_counter()
     try:
         similarity, class_map = await services.run(
-            full_explanation, runtime, canvas, case, archived, prediction.probabilities
+            full_explanation, runtime, canvas, prediction, case, archived
         )
     except ExplanationUnsupportedError as exc:
         raise ApiError(501, str(exc)) from None

@@ -377,7 +377,7 @@ async def query(
     if explain:
         try:
             explanations = await services.run(
-                hit_explanations, runtime, canvas, hits[:explain], services.limits
+                hit_explanations, runtime, canvas, prediction, hits[:explain], services.limits
             )
         except ExplanationUnsupportedError as exc:
             raise ApiError(501, str(exc)) from None
