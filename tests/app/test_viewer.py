@@ -460,3 +460,44 @@ def test_a_missing_match_probability_shows_as_not_available(
     expect(viewer.testid("dialog-score")).to_contain_text("Similarity")
     viewer.testid("dialog-close").click()
     assert viewer.errors == []
+
+
+def label_ranked(route: Route) -> None:
+    """The real answer as a version with a label term (λ > 0) orders it: the scores are
+    still the cosines, so they need not fall with the rank (here the first two swap)."""
+    answer = route.fetch().json()
+    answer["index"].update(
+        label_weight=0.02, ranking="cosine + 0.02 × log P(the query has the case's diagnosis)"
+    )
+    cases = answer["cases"]
+    cases[0], cases[1] = cases[1], cases[0]
+    for rank, case in enumerate(cases, start=1):
+        case["rank"] = rank
+    route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+
+def test_a_label_ranked_answer_says_so_and_keeps_the_api_order(
+    viewer: ViewerPage, ham_image: bytes
+) -> None:
+    page = viewer.page
+    with page.expect_response("**/query?*") as answered:
+        viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    plain = answered.value.json()
+    viewer.wait_for_results()
+    assert plain["index"]["label_weight"] == 0  # the test collection ranks by the cosine
+    count = viewer.testid("cases-count")
+    expect(count).to_have_text(f"· {len(plain['cases'])}, most similar first")
+
+    page.route("**/query?*", label_ranked)
+    with page.expect_response("**/query?*") as answered:
+        viewer.upload("lesion.jpg", ham_image, "image/jpeg")
+    ranked = answered.value.json()
+    viewer.wait_for_results()
+    expect(count).to_contain_text("ranked by similarity and the model's likely diagnosis")
+    expect(count).to_have_attribute(
+        "title", "Ranked by cosine + 0.02 × log P(the query has the case's diagnosis)"
+    )
+    cosines = [float(t) for t in viewer.testid("case-score").all_inner_texts()]
+    assert cosines == pytest.approx([c["score"] for c in ranked["cases"]], abs=5e-4)
+    assert cosines[0] < cosines[1]  # shown in the API's order, not re-sorted by score
+    assert viewer.errors == []
